@@ -1,0 +1,179 @@
+"""Typed configuration of a run.
+
+Hydra composes the YAML files in `configs/` into one tree; `load.py` turns that tree into
+these dataclasses (unknown keys are an error there). Every check of the values lives in
+`validate.py`, so this file only says what exists and what it defaults to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunConfig:
+    # Where config.yaml, metrics.jsonl and checkpoints/ go. Relative paths are taken from the
+    # directory the command was started in.
+    dir: str = "runs/${run.name}"
+    name: str = "default"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    num_layers: int = 0
+    hidden_size: int = 0
+    ffn_hidden_size: int = 0
+    num_attention_heads: int = 0
+    # Key/value heads (GQA). Equal to num_attention_heads for plain multi-head attention.
+    num_query_groups: int = 0
+    # Vocabulary of the tokenizer, before padding. None: taken from the tokenizer file.
+    vocab_size: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    max_position_embeddings: int = 8192
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0
+    init_std: float = 0.02
+    # "auto": Transformer Engine's layers when TE imports and a GPU is present, else "local"
+    # (megatron-core's own layers with a PyTorch SDPA core attention).
+    layer_impl: str = "auto"
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1
+    pp: int = 1
+    # Virtual pipeline stages per pipeline rank (interleaved schedule); None = not interleaved.
+    vpp: int | None = None
+    cp: int = 1
+    # Sequence parallelism (needs tp > 1 and a GPU).
+    sp: bool = False
+    distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    # Reduce gradients in bf16 (the Salamandra recipe) instead of fp32.
+    grad_reduce_in_bf16: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    # "cosine", "linear" or "constant"; decays from the end of warmup to train.steps
+    # (or to decay_steps when set).
+    decay_style: str = "cosine"
+    decay_steps: int | None = None
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    # Applied to weight matrices only; norms (and biases, if any) are not decayed.
+    weight_decay: float = 0.1
+    clip_grad: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    global_batch_size: int = 8
+    micro_batch_size: int = 1
+    seq_length: int = 256
+    seed: int = 1234
+    # "auto": bf16 on GPU, fp32 on CPU.
+    precision: str = "auto"
+    # "auto": cuda when available, else cpu.
+    device: str = "auto"
+    # "none", "selective" (attention core only) or "full" (whole layers).
+    recompute: str = "none"
+    recompute_num_layers: int = 1
+    # Evaluation on the validation split every eval_interval steps (0 = never), eval_iters
+    # global batches each time.
+    eval_interval: int = 0
+    eval_iters: int = 2
+    # What to do on a NaN/Inf loss or grad norm: "stop" or "skip" (the step).
+    on_nonfinite: str = "stop"
+
+
+@dataclass
+class DataSource:
+    # Prefix of a Megatron indexed dataset (PREFIX.bin / PREFIX.idx).
+    path: str = "???"
+    lang: str = "???"
+    # Overrides the language multiplier for this one source.
+    multiplier: float | None = None
+
+
+@dataclass
+class DataConfig:
+    # SentencePiece model; None = the tokenizer shipped with the sample corpus.
+    tokenizer: str | None = None
+    sources: list[DataSource] = field(default_factory=list)
+    # Separate validation prefixes; when empty, `split` carves validation out of sources.
+    valid_sources: list[DataSource] = field(default_factory=list)
+    # Sampling multipliers per language (Salamandra: co-official languages 2x, code 0.5x).
+    multipliers: dict[str, float] = field(
+        default_factory=lambda: {"es": 2.0, "ca": 2.0, "eu": 2.0, "gl": 2.0, "code": 0.5}
+    )
+    default_multiplier: float = 1.0
+    # train,valid,test percentages when valid_sources is empty.
+    split: str = "98,2,0"
+    # Where shards and dataset index caches are written when the sample corpus is prepared.
+    cache_dir: str = "${run.dir}/data_cache"
+    # Prepare (tokenize) the shipped sample corpus when sources is empty.
+    use_sample: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 0  # 0 = only at the end and on signal
+    keep: int = 3
+    # Start from this checkpoint (a run dir or a checkpoint dir) instead of run.dir's latest.
+    load: str | None = None
+    async_save: bool = False
+    reset_optimizer: bool = False
+    reset_data: bool = False
+    save_on_signal: bool = True
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # "online", "offline" or "disabled"
+    project: str = "alia-train"
+    entity: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class LoggingConfig:
+    interval: int = 10
+    # "auto": progress display in a terminal, plain lines otherwise.
+    console: str = "auto"
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "local"
+    gpus_per_node: int = 1
+    nodes: int = 1
+    gpu_memory_gb: float = 80.0
+    # Dense bf16 peak used for MFU (H100 SXM).
+    peak_tflops: float = 989.0
+    # MFU assumed by the planner's time estimates.
+    assumed_mfu: float = 0.40
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)

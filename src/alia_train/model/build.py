@@ -1,0 +1,116 @@
+"""From a ModelConfig to megatron-core GPTModel chunks (one per virtual pipeline stage)."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.spec_utils import ModuleSpec
+
+from alia_train.config.schema import Config
+from alia_train.model.attention import SDPAttention
+from alia_train.model.init import initialize_weights
+from alia_train.model.params import padded_vocab_size
+
+
+def transformer_engine_available() -> bool:
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def uses_te(cfg: Config, cuda: bool) -> bool:
+    impl = cfg.model.layer_impl
+    return impl == "te" or (impl == "auto" and cuda and transformer_engine_available())
+
+
+def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> TransformerConfig:
+    m, par, tr = cfg.model, cfg.parallel, cfg.train
+    recompute = {"none": {}, "selective": {"recompute_granularity": "selective"}}.get(
+        tr.recompute,
+        {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": tr.recompute_num_layers},
+    )
+    return TransformerConfig(
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        ffn_hidden_size=m.ffn_hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        kv_channels=m.hidden_size // m.num_attention_heads,
+        normalization="RMSNorm",
+        layernorm_epsilon=m.norm_eps,
+        gated_linear_unit=True,
+        activation_func=torch.nn.functional.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=m.init_std,
+        # Weights are initialised by alia_train.model.init, identically for every layout.
+        perform_initialization=False,
+        use_cpu_initialization=not cuda,
+        tensor_model_parallel_size=par.tp,
+        pipeline_model_parallel_size=par.pp,
+        virtual_pipeline_model_parallel_size=par.vpp if par.vpp and par.vpp > 1 else None,
+        context_parallel_size=par.cp,
+        sequence_parallel=par.sp,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        pipeline_dtype=dtype,
+        autocast_dtype=dtype,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+        cross_entropy_loss_fusion=cuda,
+        cross_entropy_fusion_impl="native",
+        calculate_per_token_loss=True,
+        deallocate_pipeline_outputs=cuda,
+        **recompute,
+    )
+
+
+def layer_spec(cfg: Config, cuda: bool) -> ModuleSpec:
+    if uses_te(cfg, cuda):
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.device) -> list[GPTModel]:
+    """Build this rank's model chunks, initialised from cfg.train.seed."""
+    cuda = device.type == "cuda"
+    tcfg = transformer_config(cfg, dtype, cuda)
+    spec = layer_spec(cfg, cuda)
+    vocab = padded_vocab_size(vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
+    vpp = tcfg.virtual_pipeline_model_parallel_size or 1
+    chunks = []
+    for vp_stage in range(vpp):
+        chunk = GPTModel(
+            config=tcfg,
+            transformer_layer_spec=spec,
+            vocab_size=vocab,
+            max_sequence_length=cfg.model.max_position_embeddings,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+            share_embeddings_and_output_weights=False,
+            position_embedding_type="rope",
+            rotary_percent=1.0,
+            rotary_base=int(cfg.model.rope_theta),
+            seq_len_interpolation_factor=(
+                cfg.model.rope_scaling_factor if cfg.model.rope_scaling_factor != 1.0 else None
+            ),
+            vp_stage=vp_stage if vpp > 1 else None,
+        )
+        chunks.append(chunk.to(device))
+    initialize_weights(chunks, cfg.model, cfg.train.seed)
+    return chunks

@@ -1,0 +1,180 @@
+"""Run megatron-core's GPU-only training stack on CPU processes over gloo.
+
+megatron-core has no CPU path, but its math is plain torch. What ties it to CUDA is a short
+list of spots, all redirected here and nowhere else:
+
+* tensors created on / moved to "cuda" (`device="cuda"`, `device=torch.cuda.current_device()`,
+  `.cuda()`): a TorchFunctionMode rewrites any CUDA device argument to the CPU;
+* `torch.cuda.current_device()` returns 0 (so code that builds a device from it works, and the
+  mode above maps that device to the CPU);
+* the CUDA RNG state tracker (`get/set_rng_state`, `manual_seed`, the tracker's fork) runs on
+  the CPU generator;
+* `Tensor.type()` string checks for 'torch.cuda.FloatTensor' (grad clipping, distributed
+  optimizer) see the CUDA names of CPU tensors;
+* CUDA streams, events, `synchronize` and memory statistics become no-ops;
+* asynchronous checkpoint saving "preloads" tensors to host memory with `.to("cpu")`, which on
+  a CPU run returns the live tensor itself: it is made to copy, or training would change the
+  weights while they are being written.
+
+`install()` does nothing when CUDA is available, so a GPU run never goes through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_installed = False
+
+
+def _is_cuda_device(device) -> bool:
+    if device is None:
+        return False
+    if isinstance(device, int):
+        return True  # a bare ordinal means a CUDA device to torch
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    return False
+
+
+class _CudaToCpuMode(TorchFunctionMode):
+    """Rewrites CUDA device arguments of every torch call to the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "device" in kwargs and _is_cuda_device(kwargs["device"]):
+            kwargs["device"] = "cpu"
+        if func in (torch.Tensor.cuda,):
+            return args[0]
+        if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+_CUDA_TYPE_NAMES = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+    "torch.DoubleTensor": "torch.cuda.DoubleTensor",
+}
+
+
+def _patch_tensor_type() -> None:
+    original = torch.Tensor.type
+
+    @functools.wraps(original)
+    def type_(self, *args, **kwargs):
+        if args or kwargs:
+            return original(self, *args, **kwargs)
+        name = original(self)
+        return _CUDA_TYPE_NAMES.get(name, name)
+
+    torch.Tensor.type = type_
+
+
+class _NullStream:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, *args, **kwargs):
+        pass
+
+    def wait_event(self, *args, **kwargs):
+        pass
+
+    def record_event(self, *args, **kwargs):
+        return _NullEvent()
+
+    def synchronize(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _NullEvent:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def record(self, *args, **kwargs):
+        pass
+
+    def wait(self, *args, **kwargs):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def query(self):
+        return True
+
+    def elapsed_time(self, other):
+        return 0.0
+
+
+def _patch_torch_cuda() -> None:
+    cuda = torch.cuda
+    cuda.current_device = lambda: 0
+    cuda.set_device = lambda *a, **k: None
+    cuda.synchronize = lambda *a, **k: None
+    cuda.Stream = _NullStream
+    cuda.Event = _NullEvent
+    cuda.current_stream = lambda *a, **k: _NullStream()
+    cuda.default_stream = lambda *a, **k: _NullStream()
+    cuda.stream = lambda *a, **k: contextlib.nullcontext()
+    cuda.device = lambda *a, **k: contextlib.nullcontext()
+    cuda.empty_cache = lambda: None
+    cuda.max_memory_allocated = lambda *a, **k: 0
+    cuda.memory_allocated = lambda *a, **k: 0
+    cuda.reset_peak_memory_stats = lambda *a, **k: None
+    cuda.get_rng_state = lambda *a, **k: torch.get_rng_state()
+    cuda.set_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+    cuda.manual_seed = lambda seed: None  # the CPU generator is seeded by torch.manual_seed
+    cuda.manual_seed_all = lambda seed: None
+    cuda.get_device_properties = lambda *a, **k: None
+    cuda.get_device_capability = lambda *a, **k: (0, 0)
+
+
+def _patch_megatron_rng() -> None:
+    from megatron.core.tensor_parallel import random as mrandom
+
+    mrandom._get_cuda_rng_state = lambda *a, **k: torch.get_rng_state()
+    mrandom._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+
+
+def _patch_async_checkpoint_preload() -> None:
+    from megatron.core.dist_checkpointing.strategies.filesystem_async import FileSystemWriterAsync
+
+    def preload_tensors(write_buckets, non_blocking=True):
+        result = []
+        for file_name, storage_key, (bytes_data, tensor_data) in write_buckets:
+            copies = [(item, tensor.detach().to("cpu").clone()) for item, tensor in tensor_data]
+            result.append((file_name, storage_key, (bytes_data, copies)))
+        return result
+
+    FileSystemWriterAsync.preload_tensors = staticmethod(preload_tensors)
+
+
+def install() -> bool:
+    """Redirect megatron-core's CUDA-only calls to the CPU. Returns True if it did anything."""
+    global _installed
+    if torch.cuda.is_available():
+        return False
+    if _installed:
+        return True
+    _patch_torch_cuda()
+    _patch_tensor_type()
+    _patch_megatron_rng()
+    _patch_async_checkpoint_preload()
+    # Entered for the life of the process: every later torch call goes through the mode.
+    _CudaToCpuMode().__enter__()
+    _installed = True
+    return True

@@ -1,0 +1,40 @@
+"""Micro-batches for this data-parallel rank, from a position in the global sample order.
+
+Sample i of the dataset belongs to global step i // global_batch_size whatever the layout:
+each slice of micro_batch_size x DP consecutive samples is split across DP ranks. Resuming
+needs only `consumed_samples`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key in items[0]:
+        out[key] = torch.from_numpy(np.stack([np.asarray(it[key]) for it in items]))
+    return out
+
+
+class MicroBatchIterator:
+    def __init__(self, dataset, consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int):
+        self.dataset = dataset
+        self.position = consumed_samples
+        self.mbs = micro_batch_size
+        self.dp_rank = dp_rank
+        self.dp_size = dp_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        start = self.position + self.dp_rank * self.mbs
+        if self.position + self.mbs * self.dp_size > len(self.dataset):
+            raise StopIteration
+        items = [self.dataset[i] for i in range(start, start + self.mbs)]
+        self.position += self.mbs * self.dp_size
+        return _collate(items)

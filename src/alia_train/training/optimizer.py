@@ -1,0 +1,78 @@
+"""Megatron DDP wrapping, the Adam optimizer (optionally distributed) and the LR schedule."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+from alia_train.config.schema import Config
+
+
+def wrap_ddp(cfg: Config, chunks: list[torch.nn.Module], dtype: torch.dtype) -> list[DistributedDataParallel]:
+    par = cfg.parallel
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=not (dtype == torch.bfloat16 and par.grad_reduce_in_bf16),
+        overlap_grad_reduce=par.overlap_grad_reduce,
+        overlap_param_gather=par.overlap_param_gather,
+        use_distributed_optimizer=par.distributed_optimizer,
+        check_for_nan_in_grad=False,  # checked in the train step, with a clear message
+        bucket_size=None if not par.overlap_grad_reduce else 40_000_000,
+    )
+    tcfg = chunks[0].config
+    return [
+        # Only the first chunk buckets: with interleaving, Megatron-LM disables bucketing for
+        # the others so their grads reduce in one go after the schedule.
+        DistributedDataParallel(config=tcfg, ddp_config=ddp_config, module=c, disable_bucketing=i > 0)
+        for i, c in enumerate(chunks)
+    ]
+
+
+def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: torch.dtype):
+    opt = cfg.optim
+    ocfg = OptimizerConfig(
+        optimizer="adam",
+        lr=opt.lr,
+        min_lr=opt.min_lr,
+        weight_decay=opt.weight_decay,
+        adam_beta1=opt.adam_beta1,
+        adam_beta2=opt.adam_beta2,
+        adam_eps=opt.adam_eps,
+        clip_grad=opt.clip_grad,
+        bf16=dtype == torch.bfloat16,
+        params_dtype=dtype,
+        use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+    )
+    # megatron's default groups put 1-D parameters (the RMSNorm weights) at weight decay 0.
+    optimizer = get_megatron_optimizer(ocfg, model)
+    decay_steps = opt.decay_steps or cfg.train.steps
+    scheduler = OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0,
+        max_lr=opt.lr,
+        min_lr=opt.min_lr,
+        lr_warmup_steps=min(opt.warmup_steps, decay_steps - 1) if decay_steps > 1 else 0,
+        lr_decay_steps=decay_steps,
+        lr_decay_style=opt.decay_style,
+        start_wd=opt.weight_decay,
+        end_wd=opt.weight_decay,
+        wd_incr_steps=decay_steps,
+        wd_incr_style="constant",
+    )
+    return optimizer, scheduler
+
+
+def attach_schedule_hooks(model: list[DistributedDataParallel], optimizer) -> None:
+    """The hooks megatron's pipeline schedules call (as Megatron-LM's training.py sets them)."""
+    config = model[0].config
+    config.grad_scale_func = optimizer.scale_loss
+    no_sync = [m.no_sync for m in model]
+    config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+    if model[0].ddp_config.overlap_grad_reduce:
+        sync = [m.start_grad_sync for m in model]
+        config.grad_sync_func = sync[0] if len(sync) == 1 else sync
+    if model[0].ddp_config.overlap_param_gather:
+        psync = [m.start_param_sync for m in model]
+        config.param_sync_func = psync[0] if len(psync) == 1 else psync
+    config.finalize_model_grads_func = finalize_model_grads

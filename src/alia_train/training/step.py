@@ -1,0 +1,151 @@
+"""One optimizer step (and one evaluation pass) through megatron's pipeline schedules.
+
+Loss is a sum over tokens divided by the number of tokens in the whole global batch
+(`calculate_per_token_loss`), so every layout computes the same number. Per-language sums ride
+along for the per-language curves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+
+@dataclass
+class StepResult:
+    loss: float  # token-mean over the global batch
+    tokens: int
+    lang_loss_sum: list[float]
+    lang_tokens: list[int]
+    grad_norm: float | None
+    skipped: bool
+    nonfinite: str | None  # what was not finite, when something was
+
+
+class LossAccumulator:
+    """Collects (sum, tokens) overall and per language over the micro-batches of one step."""
+
+    def __init__(self, num_langs: int, device: torch.device):
+        self.num_langs = num_langs
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        # [loss_sum, tokens, lang sums..., lang tokens...]
+        self.values = torch.zeros(2 + 2 * self.num_langs, dtype=torch.float64, device=self.device)
+
+    def loss_func(self, loss_mask: torch.Tensor, lang_id: torch.Tensor, output: torch.Tensor):
+        losses = output.float() * loss_mask
+        per_sample = losses.sum(dim=1)
+        loss_sum = per_sample.sum()
+        num_tokens = loss_mask.sum().to(torch.int)
+        with torch.no_grad():
+            v = self.values
+            v[0] += loss_sum.detach().double()
+            v[1] += num_tokens.double()
+            n = self.num_langs
+            v[2 : 2 + n].index_add_(0, lang_id, per_sample.detach().double())
+            v[2 + n :].index_add_(0, lang_id, loss_mask.sum(dim=1).double())
+        return loss_sum, num_tokens, {"lm loss": torch.stack([loss_sum.detach(), num_tokens.float()])}
+
+    def reduce(self) -> torch.Tensor:
+        """Sum over the whole job, counting each data-parallel replica once: only the last
+        pipeline stage holds losses, and tensor-parallel ranks hold copies of them."""
+        v = self.values.clone()
+        if not (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0):
+            v.zero_()
+        if dist.get_world_size() > 1:
+            dist.all_reduce(v)
+        return v
+
+
+def _forward_step(acc: LossAccumulator, device: torch.device, data_iterator, model):
+    batch = next(data_iterator)
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    output = model(tokens, batch["position_ids"].to(device, non_blocking=True), None, labels=labels)
+    loss_mask = batch["loss_mask"].to(device, non_blocking=True).float()
+    return output, partial(acc.loss_func, loss_mask, batch["lang_id"].to(device).long())
+
+
+def _grads_finite(model) -> bool:
+    local = torch.zeros(1, device=model[0].buffers[0].grad_data.device)
+    for chunk in model:
+        for buf in chunk.buffers:
+            if not torch.isfinite(buf.grad_data).all():
+                local.fill_(1.0)
+    if dist.get_world_size() > 1:
+        dist.all_reduce(local, op=dist.ReduceOp.MAX)
+    return local.item() == 0.0
+
+
+def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
+               seq_length: int, micro_batch_size: int, device: torch.device, on_nonfinite: str) -> StepResult:
+    for chunk in model:
+        chunk.zero_grad_buffer()
+    optimizer.zero_grad()
+    acc.reset()
+    forward_backward = get_forward_backward_func()
+    forward_backward(
+        forward_step_func=partial(_forward_step, acc, device),
+        # One iterator per virtual stage: each chunk's forward step reads its own copy.
+        data_iterator=data_iterators[0] if len(model) == 1 else data_iterators,
+        model=model if len(model) > 1 else model[0],
+        num_microbatches=num_microbatches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        forward_only=False,
+    )
+    totals = acc.reduce().tolist()
+    loss = totals[0] / max(totals[1], 1.0)
+    nonfinite = None
+    if not math.isfinite(loss):
+        nonfinite = "loss"
+    elif not _grads_finite(model):
+        nonfinite = "gradients"
+    grad_norm = None
+    skipped = nonfinite is not None
+    if not skipped:
+        ok, grad_norm, _ = optimizer.step()
+        skipped = not ok
+        if ok:
+            scheduler.step(increment=1)
+    n = acc.num_langs
+    return StepResult(
+        loss=loss,
+        tokens=int(totals[1]),
+        lang_loss_sum=totals[2 : 2 + n],
+        lang_tokens=[int(t) for t in totals[2 + n :]],
+        grad_norm=float(grad_norm) if grad_norm is not None else None,
+        skipped=skipped,
+        nonfinite=nonfinite,
+    )
+
+
+@torch.no_grad()
+def eval_step(model, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int, seq_length: int,
+              micro_batch_size: int, device: torch.device) -> tuple[float, float]:
+    """Returns (loss_sum, tokens) over num_microbatches micro-batches of every DP rank."""
+    for chunk in model:
+        chunk.eval()
+    acc.reset()
+    get_forward_backward_func()(
+        forward_step_func=partial(_forward_step, acc, device),
+        # One iterator per virtual stage: each chunk's forward step reads its own copy.
+        data_iterator=data_iterators[0] if len(model) == 1 else data_iterators,
+        model=model if len(model) > 1 else model[0],
+        num_microbatches=num_microbatches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        forward_only=True,
+    )
+    for chunk in model:
+        chunk.train()
+    totals = acc.reduce().tolist()
+    return totals[0], totals[1]
