@@ -2,7 +2,7 @@
 
 What a checkpoint holds:
 * sharded (every rank writes its part; reloadable under another TP / PP / DP layout): the model,
-  the optimizer state (the distributed optimizer in the reshardable "fully_sharded_model_space"
+  the optimizer state (the distributed optimizer in the reshardable "fully_reshardable"
   form), and the RNG states of every rank;
 * common (rank 0): step, consumed samples, LR scheduler, the resolved config, the tokenizer's
   identity and the layout it was written with.
@@ -11,6 +11,7 @@ Publishing (atomic rename, `latest`, retention) is in `layout.py`.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ ARCHITECTURE_FIELDS = (
     "rope_theta",
 )
 
-_DISTOPT_SHARDING = "fully_sharded_model_space"
+_DISTOPT_SHARDING = "fully_reshardable"  # reloadable under any TP / PP / DP
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -116,6 +117,16 @@ def architecture_differences(saved: dict, current: ModelConfig) -> list[str]:
     ]
 
 
+def _fault_injection_pause() -> None:
+    """Fault injection for the crash-safety tests: ALIA_TRAIN_FAULT_PAUSE_BEFORE_PUBLISH=SECONDS
+    holds a save after its files are written and before it is published, so a test can kill the
+    run exactly then. Unset in normal use."""
+    seconds = os.environ.get("ALIA_TRAIN_FAULT_PAUSE_BEFORE_PUBLISH")
+    if seconds:
+        print(f"[alia-train] fault injection: pausing {seconds}s before publishing", flush=True)
+        time.sleep(float(seconds))
+
+
 class CheckpointManager:
     def __init__(self, cfg: Config, model: list, optimizer, scheduler, tokenizer_identity: dict, config_yaml: str):
         self.cfg = cfg
@@ -176,6 +187,7 @@ class CheckpointManager:
 
         def publish() -> None:
             # Runs on every rank once all ranks' files are written.
+            _fault_injection_pause()
             if _rank() == 0:
                 layout.publish(self.run_dir, step, {"layout": _layout()})
                 layout.apply_retention(self.run_dir, self.cfg.checkpoint.keep)
@@ -250,6 +262,14 @@ class CheckpointManager:
         except Exception as e:  # unreadable metadata: treat as damaged, fall back
             return f"unreadable ({type(e).__name__}: {e})"
         diffs = architecture_differences(common.get("model_config", {}), self.cfg.model)
+        saved_tok = common.get("tokenizer") or {}
+        if saved_tok and saved_tok.get("sha256") != self.tokenizer_identity["sha256"]:
+            diffs.append(
+                f"data.tokenizer: checkpoint was trained with {saved_tok.get('path')} "
+                f"(vocab {saved_tok.get('vocab_size')}, sha256 {str(saved_tok.get('sha256'))[:12]}), this run uses "
+                f"{self.tokenizer_identity['path']} (vocab {self.tokenizer_identity['vocab_size']}); "
+                "set data.tokenizer to the checkpoint's tokenizer"
+            )
         if diffs:
             raise CheckpointMismatchError(
                 f"checkpoint {path} has another model architecture: " + "; ".join(diffs)

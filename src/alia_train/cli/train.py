@@ -61,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{tokenizer.vocab_size} pieces; set data.tokenizer to the model's tokenizer or "
             "model.vocab_size=null"
         )
+    if cuda and os.environ.get("ALIA_SKIP_PLAN") != "1":
+        from alia_train.plan import plan_run
+
+        gib = torch.cuda.get_device_properties(launch.local_rank).total_memory / 2**30
+        plan = plan_run(cfg, launch.world_size, tokenizer.vocab_size, gpu_memory_gib=gib)
+        if not plan.fits:
+            if launch.rank == 0:
+                print(plan.format(), file=sys.stderr)
+            return _fail("memory: this run does not fit in GPU memory (report above); "
+                         "use a suggested layout, or ALIA_SKIP_PLAN=1 to start anyway")
+        if launch.rank == 0:
+            print(f"[alia-train] {plan.summary()}", flush=True)
     return run(cfg, launch, tokenizer)
 
 
@@ -72,6 +84,22 @@ def run(cfg, launch, tokenizer) -> int:
     from alia_train.training.trainer import EXIT_NONFINITE, NonFiniteError, Trainer, save_run_config
 
     rt = init_runtime(cfg, launch)
+    lock, lock_error = None, [None]
+    if launch.rank == 0:
+        # Two jobs must never write one run directory; every rank learns the outcome.
+        from alia_train.parallel.run_lock import RunLock, RunLockedError
+
+        lock = RunLock(cfg.run.dir)
+        try:
+            lock.acquire()
+            lock.start_heartbeat()
+        except RunLockedError as e:
+            lock = None
+            lock_error[0] = str(e)
+    dist.broadcast_object_list(lock_error, src=0)
+    if lock_error[0]:
+        shutdown()
+        return _fail(lock_error[0])
     try:
         if launch.rank == 0:
             save_run_config(cfg)
@@ -94,6 +122,8 @@ def run(cfg, launch, tokenizer) -> int:
         except NonFiniteError as e:
             return _fail(str(e), EXIT_NONFINITE)
     finally:
+        if lock is not None:
+            lock.release()
         if dist.is_initialized():
             shutdown()
 

@@ -7,7 +7,10 @@ alia-train, alia-plan and alia-convert.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -55,14 +58,26 @@ def load_config(overrides: list[str]) -> Config:
     if not model_overrides:
         raise ConfigError(f"model: no model chosen; {_model_hint()}")
 
+    from hydra.core.config_store import ConfigStore
+
+    # The typed schema is the base of the tree, so every key exists (overridable without "+")
+    # and values are type-checked as they are composed.
+    ConfigStore.instance().store(name="alia_train_schema", node=Config)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             composed = compose(config_name="config", overrides=list(overrides))
     except HydraException as e:
-        raise ConfigError(f"config: {_one_line(e)}") from None
+        msg = _one_line(e)
+        if msg.startswith("Could not override '"):
+            key = msg.split("'")[1]
+            raise ConfigError(_unknown_key_message(key)) from None
+        raise ConfigError(f"config: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
+    unknown = _unknown_keys(OmegaConf.to_container(composed, resolve=False), Config)
+    if unknown:
+        raise ConfigError("\n".join(_unknown_key_message(k) for k in unknown))
 
     schema = OmegaConf.structured(Config)
     try:
@@ -75,6 +90,33 @@ def load_config(overrides: list[str]) -> Config:
     assert isinstance(cfg, Config)
     _absolutize_paths(cfg)
     return cfg
+
+
+def _unknown_keys(node, schema, prefix: str = "") -> list[str]:
+    """Dotted keys of `node` that `schema` (a dataclass) does not define."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key, value in node.items():
+        if key not in hints:
+            found.append(prefix + key)
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            found += _unknown_keys(value, hints[key], f"{prefix}{key}.")
+    return found
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, _all_keys(), n=1)
+    hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the keys"
+    return f"{key}: unknown config key; {hint}"
+
+
+def _all_keys(schema=Config, prefix: str = "") -> list[str]:
+    keys = []
+    for name, hint in typing.get_type_hints(schema).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(hint):
+            keys += _all_keys(hint, f"{prefix}{name}.")
+    return keys
 
 
 def _absolutize_paths(cfg: Config) -> None:

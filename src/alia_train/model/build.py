@@ -72,6 +72,9 @@ def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> Transform
         cross_entropy_fusion_impl="native",
         calculate_per_token_loss=True,
         deallocate_pipeline_outputs=cuda,
+        # gloo matches point-to-point messages in order of posting; batched isend/irecv of the
+        # interleaved schedule can then pair a forward activation with the wrong receive.
+        batch_p2p_comm=cuda,
         **recompute,
     )
 

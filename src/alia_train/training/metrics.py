@@ -93,6 +93,14 @@ class MetricsSink:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.console = console
         self.trackers = trackers
+        # A killed run may have left half a line: end it so the next record stays whole.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                ends_with_newline = f.read(1) == b"\n"
+            if not ends_with_newline:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("\n")
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, rec: dict, show: bool = True) -> None:

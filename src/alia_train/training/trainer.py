@@ -4,13 +4,16 @@ and in alia_train.checkpoint / alia_train.data."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from alia_train.checkpoint.layout import remove_partials
 from alia_train.checkpoint.manager import CheckpointManager, TrainingProgress
 from alia_train.config.load import to_yaml
 from alia_train.config.schema import Config
@@ -61,6 +64,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def resume(self) -> None:
+        if dist.get_rank() == 0:
+            # Left by a save that was interrupted; the run lock guarantees no save is running.
+            for path in remove_partials(self.cfg.run.dir):
+                _log(f"removed unfinished checkpoint {path.name}")
+        dist.barrier()
         loaded = self.checkpoints.load_latest()
         if loaded is None:
             _log("no checkpoint to resume from: starting at step 0")
@@ -83,6 +91,9 @@ class Trainer:
         self.data = build_datasets(self.cfg, self.tokenizer, train_samples=train_samples, valid_samples=valid_samples)
         self.languages = list(self.data.languages)
         self.acc = LossAccumulator(len(self.languages), self.rt.device)
+        if dist.get_rank() == 0:
+            mixture = {"languages": self.languages, "planned_shares": dict(self.data.planned_shares)}
+            (Path(self.cfg.run.dir) / "mixture.json").write_text(json.dumps(mixture, indent=1))
 
     def _iterators(self, dataset, consumed: int) -> list[MicroBatchIterator]:
         mbs = self.cfg.train.micro_batch_size
@@ -168,7 +179,9 @@ class Trainer:
                     lang_tokens = [0] * len(self.languages)
 
                 if tr.eval_interval and (step % tr.eval_interval == 0 or step == tr.steps) and self.data.valid:
+                    eval_start = time.perf_counter()
                     rec = self.evaluate()
+                    interval_start += time.perf_counter() - eval_start  # not training time
                     if sink:
                         sink.write(rec, show=False)
                         shown = ", ".join(f"{k[5:]} {v:.3f}" for k, v in rec.items() if k.startswith("loss/"))
@@ -226,8 +239,6 @@ class Trainer:
 
 
 def save_run_config(cfg: Config) -> None:
-    from pathlib import Path
-
     run_dir = Path(cfg.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))

@@ -1,0 +1,187 @@
+"""Training throughput of alia-train on one device, side by side with Hugging Face transformers.
+
+    python benchmarks/train_throughput.py +model=salamandra_2b train.seq_length=4096 \
+        train.micro_batch_size=1 train.global_batch_size=8 --steps 10 --warmup 3
+
+Runs the given alia-train config for `--warmup` + `--steps` optimizer steps (one process,
+parallel.tp=pp=1) and reports tokens/s, TFLOP/s per GPU, MFU (FLOPs per token from
+alia_train.training.flops: 6*N_nonembed + 6*L*s*h + 6*h*V) and peak memory. In the same call it
+trains the same shape as `transformers.LlamaForCausalLM` (sdpa attention, bf16 weights, fused
+AdamW) on the same token batches and reports the ratio. The two runs share the process, so
+machine noise hits both. Results go to stdout and, with --json PATH, to a file.
+
+On a CPU machine it runs too (fp32, for a smoke test of the script), but the numbers mean
+nothing there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+
+
+def _sync(cuda: bool) -> None:
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
+    import torch
+
+    from alia_train.config import load_config
+    from alia_train.config.validate import validate
+    from alia_train.data.tokenizer import load_tokenizer
+    from alia_train.model.build import transformer_engine_available
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.parallel.runtime import init_runtime
+    from alia_train.training.flops import mfu, training_flops_per_token
+    from alia_train.training.step import train_step
+    from alia_train.training.trainer import Trainer
+
+    cfg = load_config(overrides)
+    cfg.train.steps = steps + warmup
+    cfg.checkpoint.save_on_signal = False
+    launch = detect_launch_env()
+    cuda = torch.cuda.is_available()
+    validate(cfg, launch.world_size, cuda, transformer_engine_available() if cuda else False)
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    vocab = cfg.model.vocab_size or tokenizer.vocab_size
+    rt = init_runtime(cfg, launch)
+    trainer = Trainer(cfg, rt, tokenizer)
+    trainer.build_data()
+    tr = cfg.train
+    its = trainer._iterators(trainer.data.train, 0)
+
+    def one_step():
+        return train_step(
+            trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
+            num_microbatches=trainer.num_microbatches, seq_length=tr.seq_length,
+            micro_batch_size=tr.micro_batch_size, device=rt.device, on_nonfinite="stop",
+        )
+
+    for _ in range(warmup):
+        one_step()
+    _sync(cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    losses = [one_step().loss for _ in range(steps)]
+    _sync(cuda)
+    elapsed = time.perf_counter() - start
+    tokens_per_sec = steps * tr.global_batch_size * tr.seq_length / elapsed
+    flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab)
+    result = {
+        "system": "alia-train",
+        "layer_impl": "te" if type(trainer.model[0].module.decoder.layers[0].self_attention.core_attention).__name__.startswith("TE") else "local+sdpa",
+        "tokens_per_sec": tokens_per_sec,
+        "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
+        "mfu": mfu(tokens_per_sec, flops_per_token, cfg.cluster.peak_tflops),
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "last_loss": losses[-1],
+        "flops_per_token": flops_per_token,
+        "shape": {"layers": cfg.model.num_layers, "hidden": cfg.model.hidden_size, "seq": tr.seq_length,
+                  "micro_batch": tr.micro_batch_size, "global_batch": tr.global_batch_size, "vocab": vocab},
+    }
+    del trainer, its
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def bench_hf(shape: dict, model_overrides: list[str], steps: int, warmup: int, flops_per_token: float,
+             peak_tflops: float) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alia_train.config import load_config
+
+    m = load_config(model_overrides).model
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    config = LlamaConfig(
+        vocab_size=shape["vocab"], hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=shape["layers"], num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups, max_position_embeddings=max(shape["seq"], m.max_position_embeddings),
+        rms_norm_eps=m.norm_eps, rope_theta=m.rope_theta, tie_word_embeddings=False,
+        attention_bias=False, mlp_bias=False, torch_dtype=dtype,
+    )
+    config._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=cuda)
+    micro = shape["micro_batch"]
+    n_micro = shape["global_batch"] // micro
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, shape["vocab"], (micro, shape["seq"]), generator=gen).to(device)
+
+    def one_step():
+        for _ in range(n_micro):
+            out = model(input_ids=batch, labels=batch)
+            (out.loss / n_micro).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.loss
+
+    for _ in range(warmup):
+        one_step()
+    _sync(cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    _sync(cuda)
+    elapsed = time.perf_counter() - start
+    tokens_per_sec = steps * shape["global_batch"] * shape["seq"] / elapsed
+    return {
+        "system": "transformers LlamaForCausalLM (sdpa, fused AdamW)",
+        "tokens_per_sec": tokens_per_sec,
+        "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
+        "mfu": tokens_per_sec * flops_per_token / (peak_tflops * 1e12),
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", default=None)
+    args, overrides = parser.parse_known_args()
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    alia = bench_alia(overrides, args.steps, args.warmup)
+    rows = [alia]
+    if not args.no_baseline:
+        from alia_train.config import load_config
+
+        cluster = load_config(overrides).cluster
+        model_overrides = [o for o in overrides if o.startswith(("+model=", "model."))]
+        rows.append(bench_hf(alia["shape"], model_overrides, args.steps, args.warmup,
+                             alia["flops_per_token"], cluster.peak_tflops))
+    print(f"device: {device}; shape: {alia['shape']}; {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"{'system':52s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'peak GB':>8s}")
+    for r in rows:
+        mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
+        print(f"{r['system'][:52]:52s} {r['tokens_per_sec']:10,.0f} {r['tflops_per_gpu']:8.1f} {100 * r['mfu']:5.1f}% {mem:>8s}")
+    if len(rows) == 2:
+        print(f"alia-train / transformers tokens/s ratio: {rows[0]['tokens_per_sec'] / rows[1]['tokens_per_sec']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "overrides": overrides, "results": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+# shellcheck shell=bash
+# The part of train_2b.sh / train_7b.sh / train_40b.sh that every model shares. Sourced by
+# them, then `alia_slurm_main "$@"` runs the job. Read docs/cluster.md first.
+#
+# What a job does:
+#   1. site setup (modules / venv / container: the one marked block below);
+#   2. the NCCL / CUDA / offline environment of the BSC launchers;
+#   3. MASTER_ADDR / MASTER_PORT from the job's node list and id;
+#   4. `srun` one alia-train task per GPU (rank, world and local rank come from SLURM_PROCID,
+#      SLURM_NTASKS and SLURM_LOCALID), Hydra overrides passed through;
+#   5. SIGUSR1 (sent by Slurm --signal=B:USR1@<grace> to this batch shell only) is forwarded to
+#      the srun step: the training saves a checkpoint at the next step boundary and exits with
+#      75 (EXIT_RESUME). SIGTERM (time limit, preemption) reaches the tasks from Slurm itself;
+#      the shell only survives it to requeue;
+#   6. on 75 the job requeues itself (`scontrol requeue`): the requeued run resumes from the
+#      run directory's latest checkpoint.
+#
+# Knobs (environment):
+#   ALIA_SITE_SETUP   file sourced for modules / venv (site setup block)
+#   ALIA_CONTAINER    Singularity/Apptainer image to run alia-train in (`singularity exec --nv`)
+#   ALIA_TRAIN_CMD    the training command (default: alia-train)
+#   ALIA_CLUSTER      the cluster config group when no cluster=... override is given
+#                     (default: marenostrum5)
+#   ALIA_REQUEUE      1 (default): requeue on exit 75; 0: leave resuming to a singleton chain
+#   ALIA_MAX_REQUEUES stop requeueing after this many restarts (default 100)
+
+set -euo pipefail
+
+readonly ALIA_EXIT_RESUME=75
+
+alia_log() {
+  printf '[alia-slurm %s] %s\n' "$(date '+%F %T')" "$*"
+}
+
+alia_site_setup() {
+  # ======================== SITE SETUP: modules, venv or container ========================
+  # The one place for what a site needs before `alia-train` is on PATH. Either point
+  # ALIA_SITE_SETUP at a file of your own (nothing here to edit), or edit this block, e.g. for
+  # MareNostrum 5:
+  #   module purge && module load <python/cuda/nccl modules of your project>
+  #   source /gpfs/projects/<project>/venvs/alia-train/bin/activate
+  # For a container, set ALIA_CONTAINER=/path/to/alia-train.sif instead.
+  if [[ -n ${ALIA_SITE_SETUP:-} ]]; then
+    # shellcheck source=/dev/null
+    source "$ALIA_SITE_SETUP"
+  fi
+  # ======================== END SITE SETUP ================================================
+}
+
+alia_environment() {
+  # From the BSC launchers (docs/cluster.md); a site may pre-set any of them.
+  export CUDA_DEVICE_MAX_CONNECTIONS="${CUDA_DEVICE_MAX_CONNECTIONS:-1}"
+  export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}"
+  export NCCL_IB_TIMEOUT="${NCCL_IB_TIMEOUT:-70}"
+  export NCCL_IB_HCA="${NCCL_IB_HCA:-mlx5}"
+  export NCCL_IB_RETRY_CNT="${NCCL_IB_RETRY_CNT:-40}"
+  export TORCH_NCCL_AVOID_RECORD_STREAMS="${TORCH_NCCL_AVOID_RECORD_STREAMS:-1}"
+  # Compute nodes have no internet.
+  export WANDB_MODE="${WANDB_MODE:-offline}"
+  export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+  export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
+  export HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+  # Each task picks its GPU by SLURM_LOCALID; Slurm's CPU binding would fight the data workers.
+  export SLURM_CPU_BIND=none
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
+  export PYTHONUNBUFFERED=1
+}
+
+alia_rendezvous() {
+  local hosts
+  mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+  export MASTER_ADDR="${MASTER_ADDR:-${hosts[0]}}"
+  # Derived from the job id (as alia_train.parallel.launch_env does), so that two jobs sharing
+  # a node do not collide, and a requeued job gets the same port.
+  export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+}
+
+alia_tasks_per_node() {
+  if [[ -n ${SLURM_NTASKS_PER_NODE:-} ]]; then
+    echo "${SLURM_NTASKS_PER_NODE%%(*}"
+  else
+    echo $((SLURM_NTASKS / SLURM_JOB_NUM_NODES))
+  fi
+}
+
+# Fills the array ALIA_ARGS: the recipe's model and cluster unless the user chose others, the
+# job's shape, then the user's overrides (last, so they win).
+alia_hydra_args() {
+  local arg has_model=0 has_cluster=0
+  for arg in "$@"; do
+    case $arg in
+      model=* | +model=* | ++model=*) has_model=1 ;;
+      cluster=* | +cluster=* | ++cluster=*) has_cluster=1 ;;
+    esac
+  done
+  ALIA_ARGS=()
+  ((has_model)) || ALIA_ARGS+=("+model=$ALIA_MODEL")
+  ((has_cluster)) || ALIA_ARGS+=("cluster=${ALIA_CLUSTER:-marenostrum5}")
+  ALIA_ARGS+=("cluster.nodes=$SLURM_JOB_NUM_NODES" "cluster.gpus_per_node=$(alia_tasks_per_node)")
+  ALIA_ARGS+=("$@")
+}
+
+ALIA_STEP_PID=
+ALIA_PENDING_SIGNAL=
+
+alia_forward_signal() {
+  local sig=$1
+  alia_log "got SIG$sig: asking the training to checkpoint at the next step and stop"
+  if [[ -n $ALIA_STEP_PID ]]; then
+    kill -s "$sig" "$ALIA_STEP_PID" 2>/dev/null || true
+  else
+    ALIA_PENDING_SIGNAL=$sig # arrived before srun started: forwarded once it has
+  fi
+}
+
+# Waits for the srun step; a trapped signal interrupts `wait` (status > 128) while the step runs
+# on, so wait again until the step itself has ended. Sets ALIA_STEP_RC.
+alia_wait_step() {
+  local pid=$1 status again
+  while :; do
+    status=0
+    wait "$pid" || status=$?
+    ((status > 128)) || break
+    if kill -0 "$pid" 2>/dev/null; then
+      continue
+    fi
+    # Ended just as the signal came (bash still holds its status), or died of a signal.
+    again=0
+    wait "$pid" 2>/dev/null || again=$?
+    ((again == 127)) || status=$again
+    break
+  done
+  ALIA_STEP_RC=$status
+}
+
+alia_requeue() {
+  local restarts=${SLURM_RESTART_COUNT:-0} max=${ALIA_MAX_REQUEUES:-100}
+  if [[ ${ALIA_REQUEUE:-1} != 1 ]]; then
+    alia_log "checkpoint saved; ALIA_REQUEUE=${ALIA_REQUEUE}: leaving the resume to the next job of the chain"
+    return 0
+  fi
+  if ((restarts >= max)); then
+    alia_log "checkpoint saved but not requeueing: already restarted $restarts times (ALIA_MAX_REQUEUES=$max)"
+    return "$ALIA_EXIT_RESUME"
+  fi
+  alia_log "checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)))"
+  if ! scontrol requeue "$SLURM_JOB_ID"; then
+    alia_log "scontrol requeue failed: resubmit the same command by hand; it resumes from the latest checkpoint"
+    return "$ALIA_EXIT_RESUME"
+  fi
+  return 0
+}
+
+alia_slurm_main() {
+  : "${ALIA_MODEL:?the train_*.sh script sets ALIA_MODEL}"
+  : "${SLURM_JOB_ID:?run me with sbatch}"
+  alia_site_setup
+  alia_environment
+  alia_rendezvous
+  alia_hydra_args "$@"
+
+  local launcher=() train_cmd=()
+  if [[ -n ${ALIA_CONTAINER:-} ]]; then
+    launcher=(singularity exec --nv "$ALIA_CONTAINER")
+  fi
+  read -r -a train_cmd <<<"${ALIA_TRAIN_CMD:-alia-train}"
+
+  alia_log "job $SLURM_JOB_ID (${SLURM_JOB_NAME:-}) restart ${SLURM_RESTART_COUNT:-0}: ${SLURM_JOB_NUM_NODES} node(s) x $(alia_tasks_per_node) task(s), nodes $SLURM_JOB_NODELIST, master $MASTER_ADDR:$MASTER_PORT"
+  local cmd=("${launcher[@]}" "${train_cmd[@]}" "${ALIA_ARGS[@]}")
+  alia_log "command: ${cmd[*]}"
+
+  trap 'alia_forward_signal USR1' USR1
+  # Slurm sends SIGTERM to every task itself (time limit, preemption); forwarding it too would
+  # be the tasks' second signal, on which they exit at once without a checkpoint.
+  trap 'alia_log "got SIGTERM: the tasks have it from Slurm too; waiting for their checkpoint"' TERM
+  # --kill-on-bad-exit=0: ranks leaving with 75 must not have srun kill the others (srun would
+  # then report a signal instead of 75). --wait bounds a hang after one rank has ended.
+  srun --kill-on-bad-exit=0 --wait=300 --cpu-bind=none "${cmd[@]}" &
+  ALIA_STEP_PID=$!
+  if [[ -n $ALIA_PENDING_SIGNAL ]]; then
+    alia_forward_signal "$ALIA_PENDING_SIGNAL"
+  fi
+  alia_wait_step "$ALIA_STEP_PID"
+  alia_log "training step ended with exit code $ALIA_STEP_RC"
+
+  if ((ALIA_STEP_RC == ALIA_EXIT_RESUME)); then
+    alia_requeue && return 0
+    return "$ALIA_EXIT_RESUME"
+  fi
+  return "$ALIA_STEP_RC"
+}

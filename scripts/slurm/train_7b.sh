@@ -1,0 +1,33 @@
+#!/bin/bash
+# Pretrain salamandra-7b (TP4 + SP, GBS 512 x 8192) on 128 nodes of 4 GPUs: the published layout.
+#   mkdir -p logs
+#   SBATCH_ACCOUNT=<project> SBATCH_PARTITION=acc SBATCH_QOS=acc_xehpc \
+#     sbatch scripts/slurm/train_7b.sh [Hydra overrides, e.g. train.steps=1000 data=my_mix]
+# Submit from the alia-train checkout (or set ALIA_HOME). Account, partition and QoS are never
+# written here: sbatch takes them from SBATCH_ACCOUNT / SBATCH_PARTITION / SBATCH_QOS or -A/-p/-q.
+# Any header can be overridden on the sbatch command line (--nodes, --time, ...).
+# See docs/cluster.md (signals, requeue, the run-directory lock, alia-plan).
+#SBATCH --job-name=alia-7b
+#SBATCH --nodes=128
+#SBATCH --ntasks-per-node=4
+#SBATCH --gres=gpu:4
+#SBATCH --cpus-per-task=20
+#SBATCH --exclusive
+#SBATCH --time=3-00:00:00
+#SBATCH --signal=B:USR1@600
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=logs/%x-%j.out
+
+ALIA_MODEL=salamandra_7b
+
+# sbatch runs a copy of this file from its spool directory: find the checkout's common.sh.
+for ALIA_SLURM_DIR in "${ALIA_HOME:-.}/scripts/slurm" "$(dirname -- "${BASH_SOURCE[0]}")" "${SLURM_SUBMIT_DIR:-.}/scripts/slurm"; do
+  [[ -f $ALIA_SLURM_DIR/common.sh ]] && break
+done
+# shellcheck source=scripts/slurm/common.sh
+source "$ALIA_SLURM_DIR/common.sh" || {
+  echo "alia: cannot find scripts/slurm/common.sh; submit from the alia-train checkout or set ALIA_HOME" >&2
+  exit 2
+}
+alia_slurm_main "$@"

@@ -1,0 +1,92 @@
+"""`alia-convert`: Hugging Face LlamaForCausalLM <-> alia-train checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
+
+  alia-convert to-hf RUN_DIR_OR_CHECKPOINT OUT_DIR [--dtype bf16|fp32]
+      Export a checkpoint of any TP/PP/DP layout (a run dir means its latest checkpoint):
+      config.json, generation_config.json, sharded safetensors with their index, and the
+      tokenizer (tokenizer.model, tokenizer.json, tokenizer_config.json).
+
+  alia-convert from-hf HF_DIR OUT_DIR +model=NAME [key=value ...]
+      Import Hugging Face weights (checked against the model config) as a checkpoint to
+      train from:  alia-train +model=NAME checkpoint.load=OUT_DIR data.tokenizer=OUT_DIR/tokenizer.model
+
+Both stream tensor by tensor and write OUT_DIR all at once or not at all.
+See docs/huggingface.md.
+"""
+
+_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 5GB, 500MB, 1000000)")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alia-convert", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf}")
+
+    t = sub.add_parser("to-hf", help="export a checkpoint as a Hugging Face LlamaForCausalLM directory")
+    t.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    t.add_argument("out_dir", metavar="OUT_DIR")
+    t.add_argument("--dtype", choices=["bf16", "fp32", "fp16"], default="bf16", help="weights dtype (default bf16)")
+    t.add_argument("--tokenizer", metavar="PATH",
+                   help="the SentencePiece model, when it moved from the path recorded in the checkpoint "
+                        "(its sha256 must match the recorded one)")
+    t.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE",
+                   help="largest safetensors file (default 5GB)")
+
+    f = sub.add_parser("from-hf", help="import Hugging Face Llama weights as a checkpoint to train from")
+    f.add_argument("hf_dir", metavar="HF_DIR")
+    f.add_argument("out_dir", metavar="OUT_DIR")
+    f.add_argument("overrides", nargs="*", metavar="+model=NAME [key=value ...]",
+                   help="the model config (and parallel.tp, which sets the vocabulary padding)")
+    f.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="checkpoint dtype (default: that of the Hugging Face weights)")
+    f.add_argument("--tokenizer", metavar="PATH", help="SentencePiece model when HF_DIR has no tokenizer.model")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> int:
+    for line in message.splitlines():
+        print(f"alia-convert: error: {line}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    from alia_train.config.load import ConfigError
+    from alia_train.convert.errors import ConversionError
+
+    log = lambda msg: print(f"[alia-convert] {msg}", flush=True)  # noqa: E731
+    try:
+        if args.command == "to-hf":
+            from alia_train.convert.to_hf import export_to_hf
+
+            export_to_hf(args.source, args.out_dir, dtype=getattr(torch, _DTYPES[args.dtype]),
+                         tokenizer=args.tokenizer, max_shard_bytes=args.max_shard_size, log=log)
+        else:
+            from alia_train.convert.from_hf import import_from_hf
+
+            dtype = None if args.dtype == "auto" else getattr(torch, _DTYPES[args.dtype])
+            import_from_hf(args.hf_dir, args.out_dir, args.overrides, dtype=dtype, tokenizer=args.tokenizer, log=log)
+    except (ConversionError, ConfigError) as e:
+        return _fail(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""`alia-data`: tokenizer training, corpus tokenization and mixture planning.
+
+    alia-data tokenizer train --input DIR... --output tok.model [--vocab-size 256000]
+    alia-data tokenize --input FILE_OR_DIR... --tokenizer tok.model --output-prefix out/corpus
+    alia-data mixture CONFIG_OR_STATS... [key=value ...] [--tokens 12.875e12]
+
+Imports stay lazy: `tokenize` must start fast and never load torch or megatron-core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alia_train.data.progress import human
+
+
+def _float_int(text: str) -> int:
+    return int(float(text))  # accepts 1e9
+
+
+def _add_tokenizer_train(sub) -> None:
+    p = sub.add_parser("train", help="train a SentencePiece BPE tokenizer with Salamandra's settings",
+                       description="Train a SentencePiece BPE tokenizer (byte fallback, split digits, "
+                       "NFC, whitespace-run pieces, control and reserved tokens) on text sampled per "
+                       "language with a temperature; writes MODEL and its settings record MODEL.json.")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR")
+    p.add_argument("--output", required=True, metavar="MODEL", help="path of the .model to write")
+    p.add_argument("--vocab-size", type=_float_int, default=256_000)
+    p.add_argument("--temperature", type=float, default=3.0,
+                   help="language sampling temperature: share ~ natural_share^(1/T); 1 = natural (default 3)")
+    p.add_argument("--sample-bytes", type=_float_int, default=1_000_000_000,
+                   help="bytes of text handed to SentencePiece (default 1e9)")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--lang-key", default="lang")
+    p.add_argument("--lang", default=None, help="language of every document (instead of --lang-key)")
+    p.add_argument("--reserved-tokens", type=int, default=100, help="number of <|reserved_token_N|> (default 100)")
+    p.add_argument("--character-coverage", type=float, default=0.9999)
+    p.add_argument("--no-dummy-prefix", action="store_true", help="do not prepend a space to each text")
+    p.add_argument("--threads", type=int, default=None, help="default: every core")
+    p.add_argument("--seed", type=int, default=1234)
+
+
+def _add_tokenize(sub) -> None:
+    p = sub.add_parser("tokenize", help="tokenize a corpus into Megatron indexed datasets, one per language",
+                       description="Tokenize JSONL (plain, .gz, .zst), Parquet or saved Hugging Face datasets "
+                       "into PREFIX_<lang>.bin/.idx (EOD after each document), PREFIX.stats.json and "
+                       "PREFIX.data.yaml (the shards as a data config).")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR")
+    p.add_argument("--tokenizer", required=True, metavar="MODEL")
+    p.add_argument("--output-prefix", required=True, metavar="PREFIX")
+    p.add_argument("--lang", default=None, help="language of every document (default: the --lang-key field)")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--lang-key", default="lang")
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (default: every core)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--max-chars", type=_float_int, default=10_000_000,
+                   help="skip documents longer than this many characters (default 1e7)")
+    p.add_argument("--force", action="store_true", help="redo a finished run / overwrite another run's outputs")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_mixture(sub) -> None:
+    p = sub.add_parser("mixture", help="show the language mixture a data config gives",
+                       description="CONFIG: a YAML file of data config fields (configs/data/*.yaml style, "
+                       "or a run config with a data: section) and/or PREFIX.stats.json files from "
+                       "`alia-data tokenize`; key=value overrides (Hydra style) follow, e.g. multipliers.eu=3.")
+    p.add_argument("config", nargs="+", metavar="CONFIG_OR_OVERRIDE")
+    p.add_argument("--tokens", type=float, default=None,
+                   help="tokens the training run will see (default: the corpus size)")
+    p.add_argument("--max-epochs", type=float, default=4.0, help="warn above this many repetitions (default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alia-data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tok = sub.add_parser("tokenizer", help="tokenizer commands")
+    _add_tokenizer_train(tok.add_subparsers(dest="action", required=True))
+    _add_tokenize(sub)
+    _add_mixture(sub)
+    return parser
+
+
+def _cmd_tokenizer_train(a) -> int:
+    from alia_train.data.tokenizer_train import TokenizerTrainOptions, settings_path, train_tokenizer
+
+    opts = TokenizerTrainOptions(
+        inputs=a.input, output=a.output, vocab_size=a.vocab_size, temperature=a.temperature,
+        sample_bytes=a.sample_bytes, text_key=a.text_key, lang_key=a.lang_key, lang=a.lang,
+        num_reserved=a.reserved_tokens, character_coverage=a.character_coverage,
+        add_dummy_prefix=not a.no_dummy_prefix, threads=a.threads, seed=a.seed,
+    )
+    record = train_tokenizer(opts, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {a.output} (vocab {a.vocab_size:,}, sha256 {record['sha256'][:12]}) and {settings_path(a.output)}")
+    return 0
+
+
+def _cmd_tokenize(a) -> int:
+    from alia_train.data.tokenize import TokenizeOptions, stats_path, tokenize
+
+    opts = TokenizeOptions(
+        inputs=a.input, tokenizer=a.tokenizer, output_prefix=a.output_prefix, lang=a.lang,
+        text_key=a.text_key, lang_key=a.lang_key, workers=a.workers, strict=a.strict,
+        max_chars=a.max_chars, force=a.force, progress=not a.no_progress,
+    )
+    stats = tokenize(opts, log=lambda m: print(m, file=sys.stderr))
+    print(format_stats(stats))
+    print(f"stats: {stats_path(opts.output_prefix)}")
+    return 0
+
+
+def format_stats(stats: dict) -> str:
+    lines = [f"{'lang':<8}{'documents':>12}{'tokens':>16}{'bytes':>16}  output"]
+    for lang, o in stats["outputs"].items():
+        lines.append(f"{lang:<8}{o['documents']:>12,}{o['tokens']:>16,}{o['bytes']:>16,}  {o['path']}.bin/.idx")
+    t = stats["totals"]
+    lines.append(f"{'total':<8}{t['documents']:>12,}{t['tokens']:>16,}{t['bytes']:>16,}")
+    if stats.get("bytes_per_s"):
+        lines.append(f"{human(stats['bytes_per_s'], 'B/s')} with {stats['workers']} workers "
+                     f"in {stats['elapsed_s']:.1f} s")
+    for reason, s in stats["skipped"].items():
+        first = ", ".join(s["first"][:3])
+        lines.append(f"skipped {s['count']:,} ({reason.replace('_', ' ')}), first at {first}")
+    return "\n".join(lines)
+
+
+def _cmd_mixture(a) -> int:
+    from alia_train.data.config_io import load_data_config
+    from alia_train.data.mixture import format_plan, plan_mixture, resolve_path
+
+    files = [c for c in a.config if "=" not in c]
+    overrides = [c for c in a.config if "=" in c]
+    if not files:
+        raise ValueError("mixture: give a data config (YAML) or PREFIX.stats.json files")
+    data = load_data_config(files, overrides)
+    for s in data.sources:
+        s.path = resolve_path(s.path)
+    plan = plan_mixture(data.sources, data.multipliers, data.default_multiplier, a.tokens)
+    print(format_plan(plan, a.max_epochs))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may follow options (`mixture cfg.yaml --tokens 1e12 multipliers.eu=3`), which
+    # argparse's positionals cannot express: collect them from what it leaves over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "mixture" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.config += extra
+    try:
+        if args.command == "tokenizer":
+            return _cmd_tokenizer_train(args)
+        if args.command == "tokenize":
+            return _cmd_tokenize(args)
+        return _cmd_mixture(args)
+    except KeyboardInterrupt:
+        print("alia-data: interrupted; nothing was left under a final name", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as e:  # our errors derive from ValueError
+        print(f"alia-data: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

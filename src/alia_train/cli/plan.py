@@ -1,0 +1,81 @@
+"""`alia-plan +model=NAME [key=value ...]`: will this run fit in GPU memory, and how long will
+its token budget take? Same Hydra config as alia-train; the world size is
+cluster.nodes x cluster.gpus_per_node.
+
+Exit codes: 0 fits, 1 does not fit (suggestions printed), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_FITS = 0
+EXIT_DOES_NOT_FIT = 1
+EXIT_CONFIG = 2
+
+EPILOG = """examples:
+  alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256
+  alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256 --tokens 9.37e12
+  alia-plan +model=salamandra_7b cluster=marenostrum5 cluster.nodes=128 train.micro_batch_size=4
+exit codes: 0 fits, 1 does not fit, 2 configuration error. See docs/cluster.md."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alia-plan",
+        description="Per-GPU memory and time to a token budget for an alia-train configuration.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for alia-train (+model=NAME ...)")
+    p.add_argument("--tokens", type=float, default=None,
+                   help="token budget (e.g. 9.37e12); default train.steps x global batch x seq length")
+    p.add_argument("--mfu", type=float, default=None, help="assumed MFU (default cluster.assumed_mfu)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="tokenizer vocabulary when model.vocab_size is null (default: read the tokenizer)")
+    return p
+
+
+def _fail(message: str) -> int:
+    for line in message.splitlines():
+        print(f"alia-plan: error: {line}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _tokenizer_vocab(cfg) -> int | None:
+    try:
+        from alia_train.data.tokenizer import load_tokenizer
+
+        return load_tokenizer(cfg.data.tokenizer).vocab_size
+    except Exception:  # a missing/unreadable tokenizer is reported as an unknown vocab below
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from alia_train.config.load import ConfigError, load_config
+    from alia_train.plan import plan_run
+
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        return _fail(f"--mfu: must be in (0, 1], got {args.mfu}")
+    if args.tokens is not None and args.tokens <= 0:
+        return _fail(f"--tokens: must be positive, got {args.tokens}")
+    try:
+        cfg = load_config(args.overrides)
+    except ConfigError as e:
+        return _fail(str(e))
+    world_size = cfg.cluster.nodes * cfg.cluster.gpus_per_node
+    if world_size <= 0:
+        return _fail(f"cluster: nodes x gpus_per_node must be positive, got {cfg.cluster.nodes} x {cfg.cluster.gpus_per_node}")
+    vocab = args.vocab_size or cfg.model.vocab_size or _tokenizer_vocab(cfg)
+    plan = plan_run(cfg, world_size, vocab, tokens=args.tokens, mfu=args.mfu)
+    if plan.layout is None:  # the config itself is wrong, memory was not estimated
+        print(plan.format(), file=sys.stderr)
+        return EXIT_CONFIG
+    print(plan.format())
+    return EXIT_FITS if plan.fits else EXIT_DOES_NOT_FIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

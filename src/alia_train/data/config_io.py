@@ -1,0 +1,80 @@
+"""Read a data config for `alia-data mixture` without composing a whole training config.
+
+Accepted: a YAML file with DataConfig's fields (like configs/data/*.yaml), a full run config
+(its `data:` section is used, e.g. a run's config.yaml), or `PREFIX.stats.json` files written
+by `alia-data tokenize` (their outputs become the sources). Overrides use Hydra's
+`key=value` syntax relative to the data config (`multipliers.eu=3`, `data.split=90,10,0`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from alia_train.config.schema import Config, DataConfig
+
+
+class DataConfigError(ValueError):
+    pass
+
+
+def sources_from_stats(path: str) -> list[dict]:
+    try:
+        stats = json.loads(Path(path).read_text(encoding="utf-8"))
+        outputs = stats["outputs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataConfigError(f"{path}: not a stats file written by alia-data tokenize ({e})") from None
+    return [{"path": o["path"], "lang": lang} for lang, o in sorted(outputs.items())]
+
+
+def _data_section(path: str) -> dict:
+    if path.endswith(".json"):
+        return {"sources": sources_from_stats(path)}
+    if not Path(path).is_file():
+        raise DataConfigError(f"data config {path}: no such file")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - yaml errors come in many types
+        raise DataConfigError(f"data config {path}: not valid YAML ({e})") from None
+    tree = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(tree, dict):
+        raise DataConfigError(f"data config {path}: expected a mapping of DataConfig fields")
+    if isinstance(tree.get("data"), dict):
+        return tree["data"]
+    return tree
+
+
+def load_data_config(paths: list[str], overrides: list[str] | None = None) -> DataConfig:
+    """Merge the given files (sources concatenate) and overrides into a typed DataConfig."""
+    data: dict = {}
+    sources: list = []
+    for p in paths:
+        section = _data_section(p)
+        sources += list(section.pop("sources", []) or [])
+        data.update(section)
+    if sources:
+        data["sources"] = sources
+    dotlist = []
+    for o in overrides or []:
+        key, sep, value = o.lstrip("+").partition("=")
+        if not sep:
+            raise DataConfigError(f"override {o!r}: expected key=value")
+        key = key.removeprefix("data.")
+        dotlist.append(f"data.{key}={value}")
+    try:
+        # A whole Config, so that interpolations like ${run.dir} in cache_dir resolve; the
+        # model is irrelevant here but mandatory in the schema.
+        merged = OmegaConf.merge(
+            OmegaConf.structured(Config), {"model": {"name": "unused"}, "data": data},
+            OmegaConf.from_dotlist(dotlist),
+        )
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "data"
+        msg = " ".join(str(e).split("\n")[0].split())
+        raise DataConfigError(f"{key}: {msg}") from None
+    assert isinstance(cfg, Config)
+    return cfg.data

@@ -1,0 +1,233 @@
+"""Training and per-language validation datasets on megatron-core's GPTDataset.
+
+`build_datasets` must be called on every rank after torch.distributed and megatron's
+parallel_state are initialised: megatron's builder builds its index caches on rank 0 while
+the other ranks wait at a barrier, then loads them. Every rank gets the full datasets; the
+sample order depends on the config only (seed, sequence length, sources, split), never on
+the world size, so data-parallel sharding is left to the sampler (see `sampler.py`).
+
+Train: one BlendedDataset over all sources, weights = tokens x multiplier (mixture.py).
+Validation: one dataset per language, from `data.valid_sources` or, when those are empty,
+carved out of each source by `data.split` ("train,valid,test" percentages of documents).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from alia_train.config.schema import Config, DataSource
+from alia_train.data.mixture import MixturePlan, plan_mixture, resolve_path, source_tokens
+from alia_train.data.sample import prepare_sample_sources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataBundle:
+    train: torch.utils.data.Dataset
+    valid: dict[str, torch.utils.data.Dataset]
+    languages: list[str]
+    planned_shares: dict[str, float]
+    plan: MixturePlan | None = None
+    sources: list[DataSource] = field(default_factory=list)
+
+
+class LanguageDataset(torch.utils.data.Dataset):
+    """A megatron BlendedDataset whose items also say which language they came from.
+
+    Items: tokens, labels (int64 [seq]), loss_mask (float32 [seq]), position_ids (int64 [seq])
+    and lang_id (int64 scalar, an index into DataBundle.languages).
+    """
+
+    def __init__(self, blended, lang_of_dataset: list[int]) -> None:
+        self.blended = blended
+        self.lang_of_dataset = np.asarray(lang_of_dataset, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.blended)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        item = self.blended[int(idx)]
+        # A lone GPTDataset (one source) has no dataset_id.
+        dataset_id = int(item.pop("dataset_id", 0))
+        item["lang_id"] = torch.tensor(self.lang_of_dataset[dataset_id], dtype=torch.int64)
+        return item
+
+    def lang_ids(self) -> np.ndarray:
+        """The language of every sample, in sample order, without reading any tokens."""
+        index = getattr(self.blended, "dataset_index", None)
+        if index is None:
+            return np.full(len(self), self.lang_of_dataset[0], dtype=np.int64)
+        return self.lang_of_dataset[np.asarray(index, dtype=np.int64)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def resolve_sources(cfg: Config, tokenizer) -> tuple[list[DataSource], list[DataSource]]:
+    """(train sources, validation sources) with absolute paths; prepares the sample corpus."""
+    data = cfg.data
+    sources = [DataSource(resolve_path(s.path), s.lang, s.multiplier) for s in data.sources]
+    valid = [DataSource(resolve_path(s.path), s.lang, s.multiplier) for s in data.valid_sources]
+    if not sources:
+        if not data.use_sample:
+            raise ValueError("data.sources is empty and data.use_sample is false: no training data")
+        sources = prepare_sample_sources(data.cache_dir, tokenizer)
+    return sources, valid
+
+
+def check_source_tokenizer(source: DataSource, tokenizer) -> None:
+    """Refuse shards made with another tokenizer, when their stats file says so."""
+    from alia_train.data.indexed import read_index_info
+
+    info = read_index_info(source.path)
+    if info.dtype == np.uint16 and tokenizer.vocab_size > 65536:
+        raise ValueError(f"source {source.path}: 16-bit tokens, but the tokenizer has {tokenizer.vocab_size} pieces")
+    suffix = f"_{source.lang}"
+    if not source.path.endswith(suffix):
+        return
+    stats_file = source.path[: -len(suffix)] + ".stats.json"
+    try:
+        with open(stats_file, encoding="utf-8") as f:
+            made_with = json.load(f)["tokenizer"]
+    except (OSError, ValueError, KeyError):
+        return
+    if made_with.get("sha256") not in (None, tokenizer.sha256):
+        raise ValueError(
+            f"source {source.path} was tokenized with {made_with.get('path')} "
+            f"(sha256 {made_with['sha256'][:12]}), not with data.tokenizer {tokenizer.path} "
+            f"(sha256 {tokenizer.sha256[:12]}): set data.tokenizer or re-tokenize"
+        )
+
+
+def _split_vector(split: str) -> list[float]:
+    try:
+        parts = [float(x) for x in split.replace("/", ",").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"data.split {split!r}: expected 'train,valid,test' numbers like '98,2,0'") from None
+    parts += [0.0] * (3 - len(parts))
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
+        raise ValueError(f"data.split {split!r}: expected three non-negative numbers like '98,2,0'")
+    return [p / sum(parts) for p in parts]
+
+
+def _doc_range(documents: int, split: list[float], which: int) -> tuple[int, int]:
+    # Exactly megatron's rounding in BlendedMegatronDatasetBuilder._build_megatron_dataset_splits.
+    lo, hi = sum(split[:which]), sum(split[: which + 1])
+    return int(round(lo * documents)), int(round(hi * documents))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _gpt_config(cfg: Config, tokenizer, blend, split: str, matrix_keep: int | None):
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    config = GPTDatasetConfig(
+        random_seed=cfg.train.seed,
+        sequence_length=cfg.train.seq_length,
+        blend=blend,
+        split=split,
+        path_to_cache=os.path.join(cfg.data.cache_dir, "index_cache"),
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        # Small languages get few samples; a larger surplus keeps the blend from running dry.
+        mid_level_dataset_surplus=0.01,
+    )
+    if matrix_keep is not None:
+        # Build only one split of the carved sources: megatron derives the split matrix from
+        # `split`; dropping the other entries keeps the same document ranges (and cache keys
+        # stable from run to run) without building indices nobody reads.
+        config.split_matrix = [m if i == matrix_keep else None for i, m in enumerate(config.split_matrix)]
+    return config
+
+
+def _build(config, sizes: list[int]):
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+
+
+@dataclass(frozen=True)
+class _Part:
+    path: str
+    lang: str
+    documents: int
+    tokens: int
+
+
+def _with_docs(parts: list[_Part], split: list[float] | None, which: int) -> list[_Part]:
+    """The parts that have documents (in split `which` when carving) and tokens."""
+    out = []
+    for p in parts:
+        if split is not None:
+            lo, hi = _doc_range(p.documents, split, which)
+            if hi <= lo:
+                continue
+        if p.tokens > 0:
+            out.append(p)
+    return out
+
+
+def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples: int) -> DataBundle:
+    """Build the blended training dataset and one validation dataset per language."""
+    if train_samples <= 0:
+        raise ValueError(f"train_samples must be positive (got {train_samples})")
+    sources, valid_sources = resolve_sources(cfg, tokenizer)
+    counts = {s.path: source_tokens(s.path) for s in sources + valid_sources}
+    for s in sources + valid_sources:
+        check_source_tokenizer(s, tokenizer)
+    carve = not valid_sources
+    split = _split_vector(cfg.data.split) if carve else None
+    data = cfg.data
+
+    # Sources with no training documents after the split (tiny shards) leave the blend, and
+    # the plan is made over the rest so that planned shares are the blend's weights.
+    parts = {s.path: _Part(s.path, s.lang, *counts[s.path]) for s in sources}
+    kept = {p.path for p in _with_docs(list(parts.values()), split, 0)}
+    for s in sources:
+        if s.path not in kept:
+            log.warning("source %s has no training data (split %s): left out", s.path, data.split)
+    train_sources = [s for s in sources if s.path in kept]
+    plan = plan_mixture(train_sources, data.multipliers, data.default_multiplier, counts=counts)
+    blend_plan = [p for p in plan.sources if p.weight > 0]
+    if not blend_plan:
+        raise ValueError("no source has training data (check data.sources, data.split, multipliers)")
+
+    languages = sorted({s.lang for s in sources} | {s.lang for s in valid_sources})
+    lang_index = {lang: i for i, lang in enumerate(languages)}
+    blend = ([p.path for p in blend_plan], [p.weight for p in blend_plan])
+    config = (_gpt_config(cfg, tokenizer, blend, data.split, matrix_keep=0) if carve
+              else _gpt_config(cfg, tokenizer, blend, "100,0,0", matrix_keep=None))
+    train_blend = _build(config, [train_samples, 0, 0])[0]
+    train = LanguageDataset(train_blend, [lang_index[p.lang] for p in blend_plan])
+
+    valid: dict[str, torch.utils.data.Dataset] = {}
+    if valid_samples > 0 and (not carve or split[1] > 0):
+        pool = list(parts.values()) if carve else [_Part(s.path, s.lang, *counts[s.path]) for s in valid_sources]
+        for lang in languages:
+            members = _with_docs([p for p in pool if p.lang == lang], split, 1)
+            if not members:
+                log.warning("no validation data for language %s", lang)
+                continue
+            # Within a language, sources are blended in proportion to their tokens.
+            # (No weights for a lone source: megatron then skips a one-dataset blend.)
+            vblend = ([p.path for p in members], [float(p.tokens) for p in members] if len(members) > 1 else None)
+            vconfig = (_gpt_config(cfg, tokenizer, vblend, data.split, matrix_keep=1) if carve
+                       else _gpt_config(cfg, tokenizer, vblend, "0,100,0", matrix_keep=None))
+            vds = _build(vconfig, [0, valid_samples, 0])[1]
+            valid[lang] = LanguageDataset(vds, [lang_index[lang]] * len(members))
+
+    return DataBundle(train, valid, languages, plan.shares(), plan, sources)

@@ -1,0 +1,176 @@
+"""Worker side of `alia-data tokenize`: parse, validate and encode one task.
+
+Each worker process holds its own SentencePiece processor (loaded once, in `init_worker`) and
+returns per-language token arrays with EOD appended, ready to be appended to the .bin files:
+the main process only writes bytes. Bad records are counted per reason with their first line
+numbers instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+import sentencepiece as spm
+
+from alia_train.data.readers import LinesTask, RecordsTask
+
+# Languages become file names (PREFIX_<lang>.bin): keep them to a safe alphabet.
+LANG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_FIRST_LINES = 10
+
+# Reasons a record is skipped (the keys of the stats' "skipped" section).
+INVALID_JSON = "invalid_json"
+INVALID_UTF8 = "invalid_utf8"
+MISSING_TEXT = "missing_text"
+EMPTY = "empty"
+TOO_LONG = "too_long"
+MISSING_LANG = "missing_lang"
+BAD_LANG = "bad_lang"
+REASONS = (INVALID_JSON, INVALID_UTF8, MISSING_TEXT, EMPTY, TOO_LONG, MISSING_LANG, BAD_LANG)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    text_key: str
+    lang_key: str
+    fixed_lang: str | None
+    max_chars: int
+    eod: int
+    dtype: str  # numpy dtype name of the .bin tokens
+
+
+@dataclass
+class LangPart:
+    tokens: np.ndarray  # all documents back to back, EOD after each
+    lengths: np.ndarray  # int32 tokens per document (EOD included)
+    nbytes: int  # UTF-8 bytes of the documents' text
+
+
+@dataclass
+class BatchResult:
+    source: int
+    records: int = 0
+    blank_lines: int = 0
+    parts: dict[str, LangPart] = field(default_factory=dict)
+    # reason -> [count, first line numbers]
+    skipped: dict[str, list] = field(default_factory=dict)
+
+    def skip(self, reason: str, line: int) -> None:
+        entry = self.skipped.setdefault(reason, [0, []])
+        entry[0] += 1
+        if len(entry[1]) < MAX_FIRST_LINES:
+            entry[1].append(line)
+
+
+_sp: spm.SentencePieceProcessor | None = None
+_cfg: WorkerConfig | None = None
+
+
+def init_worker(model_proto: bytes, cfg: WorkerConfig) -> None:
+    global _sp, _cfg
+    # The parent owns interruption: Ctrl-C and SIGTERM there terminate the pool cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(model_proto)
+    _sp, _cfg = sp, cfg
+
+
+def process(task: LinesTask | RecordsTask) -> BatchResult:
+    assert _sp is not None and _cfg is not None, "init_worker was not called"
+    result = BatchResult(source=task.source)
+    if isinstance(task, LinesTask):
+        docs = _parse_lines(task, _cfg, result)
+    else:
+        docs = _check_records(task, _cfg, result)
+    _encode(docs, _sp, _cfg, result)
+    return result
+
+
+def _validate(text, lang, line: int, cfg: WorkerConfig, result: BatchResult):
+    """(text, lang, utf8 byte count) or None after counting why the record is skipped."""
+    if not isinstance(text, str):
+        result.skip(MISSING_TEXT, line)
+        return None
+    if not text or text.isspace():
+        result.skip(EMPTY, line)
+        return None
+    if len(text) > cfg.max_chars:
+        result.skip(TOO_LONG, line)
+        return None
+    if cfg.fixed_lang is not None:
+        lang = cfg.fixed_lang
+    elif not isinstance(lang, str) or not lang:
+        result.skip(MISSING_LANG, line)
+        return None
+    elif not LANG_RE.match(lang):
+        result.skip(BAD_LANG, line)
+        return None
+    try:
+        nbytes = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates from "\ud800"-style JSON escapes
+        result.skip(INVALID_UTF8, line)
+        return None
+    return text, lang, nbytes
+
+
+def _parse_lines(task: LinesTask, cfg: WorkerConfig, result: BatchResult) -> list[tuple]:
+    docs = []
+    lines = task.blob.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the blob ends with a newline
+    text_key, lang_key = cfg.text_key, cfg.lang_key
+    for i, raw in enumerate(lines):
+        line = task.first_line + i
+        if not raw.strip():
+            result.blank_lines += 1
+            continue
+        result.records += 1
+        try:
+            obj = json.loads(raw)
+        except UnicodeDecodeError:
+            result.skip(INVALID_UTF8, line)
+            continue
+        except ValueError:
+            result.skip(INVALID_JSON, line)
+            continue
+        if not isinstance(obj, dict):
+            result.skip(INVALID_JSON, line)
+            continue
+        doc = _validate(obj.get(text_key), obj.get(lang_key), line, cfg, result)
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def _check_records(task: RecordsTask, cfg: WorkerConfig, result: BatchResult) -> list[tuple]:
+    docs = []
+    langs = task.langs
+    for i, text in enumerate(task.texts):
+        result.records += 1
+        doc = _validate(text, langs[i] if langs is not None else None, task.first_line + i, cfg, result)
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def _encode(docs: list[tuple], sp: spm.SentencePieceProcessor, cfg: WorkerConfig, result: BatchResult) -> None:
+    if not docs:
+        return
+    ids = sp.encode([d[0] for d in docs], num_threads=1)
+    by_lang: dict[str, list[int]] = {}
+    for j, d in enumerate(docs):
+        by_lang.setdefault(d[1], []).append(j)
+    eod = cfg.eod
+    for lang, members in by_lang.items():
+        seqs = [ids[j] for j in members]
+        for s in seqs:
+            s.append(eod)
+        lengths = np.fromiter(map(len, seqs), dtype=np.int32, count=len(seqs))
+        tokens = np.fromiter(chain.from_iterable(seqs), dtype=cfg.dtype, count=int(lengths.sum()))
+        result.parts[lang] = LangPart(tokens, lengths, sum(docs[j][2] for j in members))

@@ -1,0 +1,331 @@
+"""Input discovery and streaming for `alia-data tokenize`.
+
+Inputs are cut into tasks of about `chunk_bytes` of text for the worker pool. JSONL is shipped
+as raw bytes (the workers parse it: JSON decoding is ~5% of the tokenizing cost and should
+run on every core, not in the one reading process). Parquet and Hugging Face datasets are
+columnar and already decoded, so their text columns are shipped as lists of strings.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+COMPRESSIONS = ("", ".gz", ".zst", ".zstd")
+PARQUET_SUFFIXES = (".parquet",)
+PEEK_RECORDS = 100
+
+
+class InputError(ValueError):
+    """An input that cannot be used; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # absolute
+    kind: str  # "jsonl", "parquet" or "hf"
+    compression: str  # "", ".gz" or ".zst" (jsonl only)
+    size: int  # bytes on disk, for progress
+
+
+@dataclass
+class LinesTask:
+    """Raw JSONL lines; `first_line` is the 1-based number of the blob's first line."""
+
+    source: int
+    first_line: int
+    blob: bytes
+
+
+@dataclass
+class RecordsTask:
+    """Decoded records of a columnar input; `first_line` is the 1-based row number."""
+
+    source: int
+    first_line: int
+    texts: list
+    langs: list | None
+
+
+Task = LinesTask | RecordsTask
+
+
+def _jsonl_compression(name: str) -> str | None:
+    for comp in COMPRESSIONS:
+        for suffix in JSONL_SUFFIXES:
+            if name.endswith(suffix + comp):
+                return ".zst" if comp == ".zstd" else comp
+    return None
+
+
+def _is_hf_dataset_dir(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _classify(path: Path) -> InputFile | None:
+    if path.is_dir() and _is_hf_dataset_dir(path):
+        return InputFile(str(path), "hf", "", _dir_size(path))
+    if not path.is_file():
+        return None
+    comp = _jsonl_compression(path.name)
+    if comp is not None:
+        return InputFile(str(path), "jsonl", comp, path.stat().st_size)
+    if path.name.endswith(PARQUET_SUFFIXES):
+        return InputFile(str(path), "parquet", "", path.stat().st_size)
+    return None
+
+
+def discover_inputs(paths: list[str]) -> list[InputFile]:
+    """Expand files and directories (recursively, sorted) into inputs; error on anything unusable."""
+    if not paths:
+        raise InputError("no --input given")
+    found: list[InputFile] = []
+    for raw in paths:
+        path = Path(raw).absolute()
+        if not path.exists():
+            raise InputError(f"input {raw}: no such file or directory")
+        item = _classify(path)
+        if item is not None:
+            found.append(item)
+            continue
+        if path.is_file():
+            raise InputError(
+                f"input {raw}: unsupported format (expected .jsonl/.json/.ndjson, optionally "
+                ".gz or .zst, .parquet, or a Hugging Face dataset saved with save_to_disk)"
+            )
+        before = len(found)
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            rootp = Path(root)
+            # A saved HF dataset inside the tree is one input; do not descend into it.
+            for d in list(dirs):
+                if _is_hf_dataset_dir(rootp / d):
+                    dirs.remove(d)
+                    found.append(InputFile(str(rootp / d), "hf", "", _dir_size(rootp / d)))
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in sorted(files):
+                if not name.startswith("."):
+                    item = _classify(rootp / name)
+                    if item is not None:
+                        found.append(item)
+        if len(found) == before:
+            raise InputError(f"input {raw}: directory holds no .jsonl(.gz/.zst), .parquet or HF dataset")
+    for item in found:
+        if item.kind != "hf" and not os.access(item.path, os.R_OK):
+            raise InputError(f"input {item.path}: not readable")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# JSONL
+
+
+class _CountingReader:
+    """Counts the compressed bytes consumed, for progress."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.consumed = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.consumed += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        n = self.raw.readinto(b)
+        self.consumed += n or 0
+        return n
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _open_text_stream(item: InputFile) -> tuple[IO[bytes], _CountingReader]:
+    raw = _CountingReader(open(item.path, "rb"))
+    if item.compression == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[arg-type]
+    if item.compression == ".zst":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return reader, raw  # type: ignore[return-value]
+    return raw, raw  # type: ignore[return-value]
+
+
+def iter_jsonl_blobs(item: InputFile, chunk_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (first_line, blob of whole lines, compressed bytes consumed so far)."""
+    stream, counter = _open_text_stream(item)
+    line = 1
+    buf = bytearray()
+    try:
+        while True:
+            data = stream.read(chunk_bytes)
+            if not data:
+                break
+            start = len(buf)
+            buf += data
+            cut = buf.rfind(b"\n", start)
+            if cut < 0:
+                continue  # one very long line: keep reading until it ends
+            blob = bytes(buf[: cut + 1])
+            del buf[: cut + 1]
+            yield line, blob, counter.consumed
+            line += blob.count(b"\n")
+        if buf:
+            yield line, bytes(buf), counter.consumed
+    except (OSError, EOFError) as e:  # truncated gzip, corrupt zstd frame, ...
+        raise InputError(f"input {item.path}: cannot decompress/read after line {line} ({e})") from None
+    finally:
+        stream.close()
+        counter.close()
+
+
+def peek_jsonl_keys(item: InputFile, limit: int = PEEK_RECORDS) -> tuple[set[str], int]:
+    """Keys seen in the first `limit` JSON objects, and how many objects were parsed."""
+    keys: set[str] = set()
+    parsed = 0
+    blobs = iter_jsonl_blobs(item, 64 * 1024)
+    try:
+        for _, blob, _ in blobs:
+            for raw in blob.split(b"\n"):
+                if parsed >= limit:
+                    return keys, parsed
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    keys.update(obj)
+                    parsed += 1
+    finally:
+        blobs.close()
+    return keys, parsed
+
+
+# ---------------------------------------------------------------------------------------------
+# Columnar inputs (Parquet, Hugging Face datasets)
+
+
+def _hf_splits(item: InputFile):
+    import datasets  # heavy: only when such an input is given
+
+    try:
+        ds = datasets.load_from_disk(item.path)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types
+        raise InputError(f"input {item.path}: cannot load Hugging Face dataset ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        return [ds[name] for name in sorted(ds)]
+    return [ds]
+
+
+def columnar_schema(item: InputFile) -> dict[str, str]:
+    """Column name -> Arrow type string."""
+    if item.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(item.path)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"input {item.path}: not a readable Parquet file ({e})") from None
+        return {f.name: str(f.type) for f in schema}
+    cols: dict[str, str] = {}
+    for split in _hf_splits(item):
+        cols.update({f.name: str(f.type) for f in split.data.schema})
+    return cols
+
+
+def _arrow_batches(item: InputFile, columns: list[str]):
+    if item.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(item.path)
+        yield from pf.iter_batches(batch_size=1024, columns=columns)
+        return
+    for split in _hf_splits(item):
+        yield from split.with_format("arrow").iter(batch_size=1024)
+
+
+def iter_records(
+    item: InputFile, text_key: str, lang_key: str | None, chunk_bytes: int
+) -> Iterator[tuple[int, list, list | None, float]]:
+    """Yield (first_row, texts, langs or None, fraction of the input done)."""
+    columns = [text_key] + ([lang_key] if lang_key else [])
+    total_rows = _count_rows(item)
+    row = 1
+    texts: list = []
+    langs: list = []
+    size = 0
+    for batch in _arrow_batches(item, columns):
+        bt = batch.column(text_key).to_pylist()
+        bl = batch.column(lang_key).to_pylist() if lang_key else None
+        for i, text in enumerate(bt):
+            texts.append(text)
+            if bl is not None:
+                langs.append(bl[i])
+            size += len(text) if isinstance(text, str) else 0
+            if size >= chunk_bytes:
+                yield row, texts, (langs if lang_key else None), (row + len(texts) - 1) / total_rows
+                row += len(texts)
+                texts, langs, size = [], [], 0
+    if texts:
+        yield row, texts, (langs if lang_key else None), 1.0
+
+
+def _count_rows(item: InputFile) -> int:
+    if item.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return max(1, pq.ParquetFile(item.path).metadata.num_rows)
+    return max(1, sum(s.num_rows for s in _hf_splits(item)))
+
+
+def iter_documents(
+    inputs: list[InputFile], text_key: str, lang_key: str, fixed_lang: str | None,
+    chunk_bytes: int = 1 << 20,
+) -> Iterator[tuple[str, str]]:
+    """(text, lang) of every usable record, in input order, read in this process.
+
+    For jobs where reading is cheap next to the work done on the text (tokenizer training);
+    records `alia-data tokenize` would skip are skipped silently here.
+    """
+    for item in inputs:
+        if item.kind == "jsonl":
+            for _, blob, _ in iter_jsonl_blobs(item, chunk_bytes):
+                for raw in blob.splitlines():
+                    try:
+                        obj = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(obj, dict):
+                        doc = _usable(obj.get(text_key), fixed_lang or obj.get(lang_key))
+                        if doc is not None:
+                            yield doc
+        else:
+            key = None if fixed_lang else lang_key
+            for _, texts, langs, _ in iter_records(item, text_key, key, chunk_bytes):
+                for i, text in enumerate(texts):
+                    doc = _usable(text, fixed_lang or (langs[i] if langs else None))
+                    if doc is not None:
+                        yield doc
+
+
+def _usable(text, lang) -> tuple[str, str] | None:
+    if isinstance(text, str) and isinstance(lang, str) and lang and text and not text.isspace():
+        return text, lang
+    return None

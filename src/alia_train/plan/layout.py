@@ -1,0 +1,71 @@
+"""The parallel layout a plan is made for: how a job of `world_size` GPUs splits the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alia_train.config.schema import Config
+
+
+@dataclass(frozen=True)
+class Layout:
+    world_size: int
+    tp: int
+    pp: int
+    cp: int
+    vpp: int  # virtual stages per pipeline rank (1 = not interleaved)
+    sp: bool
+    distributed_optimizer: bool
+    grad_reduce_in_bf16: bool
+    micro_batch_size: int
+    global_batch_size: int
+    seq_length: int
+    recompute: str  # "none", "selective" or "full"
+    recompute_num_layers: int
+    bf16: bool
+
+    @property
+    def dp(self) -> int:
+        return self.world_size // (self.tp * self.pp * self.cp)
+
+    @property
+    def num_microbatches(self) -> int:
+        """Micro-batches per step on each data-parallel rank (gradient accumulation)."""
+        return max(1, self.global_batch_size // (self.micro_batch_size * self.dp))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.seq_length
+
+    def describe(self) -> str:
+        parts = [f"TP {self.tp}", f"PP {self.pp}"]
+        if self.vpp > 1:
+            parts.append(f"VPP {self.vpp}")
+        parts += [f"CP {self.cp}", f"DP {self.dp}"]
+        flags = [
+            "sequence parallel" if self.sp else "no sequence parallel",
+            "distributed optimizer" if self.distributed_optimizer else "no distributed optimizer",
+            f"{self.recompute} recompute",
+        ]
+        return " x ".join(parts) + "; " + ", ".join(flags)
+
+
+def layout_from_config(cfg: Config, world_size: int) -> Layout:
+    par, tr = cfg.parallel, cfg.train
+    return Layout(
+        world_size=world_size,
+        tp=par.tp,
+        pp=par.pp,
+        cp=par.cp,
+        vpp=par.vpp or 1,
+        sp=par.sp,
+        distributed_optimizer=par.distributed_optimizer,
+        grad_reduce_in_bf16=par.grad_reduce_in_bf16,
+        micro_batch_size=tr.micro_batch_size,
+        global_batch_size=tr.global_batch_size,
+        seq_length=tr.seq_length,
+        recompute=tr.recompute,
+        recompute_num_layers=tr.recompute_num_layers,
+        # The planner plans GPU runs: "auto" means bf16 there.
+        bf16=tr.precision != "fp32",
+    )

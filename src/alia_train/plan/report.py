@@ -1,0 +1,133 @@
+"""The planner's text report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alia_train.plan.memory import RunPlan, StageMemory
+
+GIB = 2**30
+
+
+def _row(label: str, values: list[str], width: int = 44) -> str:
+    return f"  {label:<{width}}" + "".join(f"{v:>14}" for v in values)
+
+
+def _gib(x: float) -> str:
+    return f"{x / GIB:.2f}"
+
+
+def _memory_table(plan: RunPlan) -> list[str]:
+    from alia_train.plan.memory import ALLOCATOR_SLACK, FIXED_OVERHEAD_GIB
+
+    lay = plan.layout
+    assert lay is not None
+    st: list[StageMemory] = plan.stages
+    prec = "bf16" if lay.bf16 else "fp32"
+    grad_prec = "bf16" if lay.bf16 and lay.grad_reduce_in_bf16 else "fp32"
+    shard = f"/ DP x CP = {lay.dp * lay.cp}" if lay.distributed_optimizer else "replicated"
+    lines = [_row("memory per GPU (GiB)", [s.label for s in st])]
+    lines.append(_row(f"weights ({prec})", [_gib(s.weights) for s in st]))
+    lines.append(_row(f"gradients ({grad_prec})", [_gib(s.grads) for s in st]))
+    if lay.bf16:
+        lines.append(_row(f"fp32 master weights ({shard})", [_gib(s.master) for s in st]))
+    lines.append(_row(f"Adam m + v, fp32 ({shard})", [_gib(s.adam) for s in st]))
+    lines.append(_row(f"activations ({lay.recompute} recompute)", [_gib(s.activations) for s in st]))
+    lines.append(_row("  micro-batches in flight (1F1B)", [f"{_flight(lay, s.stage):g}" for s in st]))
+    lines.append(_row("output-layer inputs", [_gib(s.head) for s in st]))
+    lines.append(_row("logits + gradient (fp32, one micro-batch)", [_gib(s.logits) for s in st]))
+    if any(s.step_transient > s.activations + s.head + s.logits for s in st):
+        lines.append(_row("optimizer-step fp32 gradient copy (peak)", [_gib(s.step_transient) for s in st]))
+    lines.append(_row("= peak allocated by torch", [_gib(s.allocated) for s in st]))
+    lines.append(_row(f"+ CUDA/NCCL/workspaces {FIXED_OVERHEAD_GIB:g} GiB, allocator {ALLOCATOR_SLACK:.0%}", [_gib(s.overhead) for s in st]))
+    lines.append(_row("= total per GPU", [_gib(s.total) for s in st]))
+    return lines
+
+
+def _flight(lay, stage: int) -> float:
+    from alia_train.plan.activations import in_flight_microbatches
+
+    return in_flight_microbatches(lay, stage)
+
+
+def _where(stage: StageMemory) -> str:
+    return "" if stage.label == "all layers" else f" on the {stage.label}"
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.1f} minutes"
+
+
+def format_plan(plan: RunPlan) -> str:
+    gpus = plan.nodes * plan.gpus_per_node
+    head = (
+        f"alia-plan: {plan.model_name} on {plan.cluster_name}: {plan.nodes} node(s) x "
+        f"{plan.gpus_per_node} GPU(s) = {gpus:,} GPUs of {plan.capacity_gib:g} GiB"
+    )
+    lines = [head]
+    lay, counts, dur = plan.layout, plan.counts, plan.duration
+    if lay is None or counts is None or dur is None:
+        lines.append("cannot plan this configuration:")
+        lines += [f"  {p}" for p in plan.problems]
+        return "\n".join(lines)
+    if lay.world_size != gpus:
+        lines.append(f"  (planned for a world size of {lay.world_size:,} processes)")
+    lines += [
+        f"layout      {lay.describe()}",
+        f"batch       {lay.global_batch_size:,} sequences x {lay.seq_length:,} tokens = "
+        f"{lay.tokens_per_step:,} tokens per step; micro batch {lay.micro_batch_size}, "
+        f"{lay.num_microbatches} per step per DP rank",
+        "",
+        "parameters (model-card counts: unpadded vocabulary "
+        f"{plan.vocab_size:,}; padded to {plan.padded_vocab:,} for TP {lay.tp})",
+        f"  {'total':<28}{counts.total:>18,}",
+        f"  {'embedding':<28}{counts.embedding:>18,}",
+        f"  {'output layer (untied)':<28}{counts.output:>18,}",
+        f"  {'transformer layers + norm':<28}{counts.transformer:>18,}",
+    ]
+    for s in plan.stages:
+        lines.append(f"  {'per GPU, ' + s.label:<28}{round(s.params):>18,}")
+    lines.append("")
+    lines += _memory_table(plan)
+    peak = plan.peak
+    assert peak is not None
+    room = plan.capacity_gib - peak.total / GIB
+    verdict = (
+        f"  fits in {plan.capacity_gib:g} GiB: yes, {room:.1f} GiB ({room / plan.capacity_gib:.0%}) to spare"
+        if plan.fits
+        else f"  fits in {plan.capacity_gib:g} GiB: NO, {-room:.1f} GiB short{_where(peak)}"
+    )
+    lines.append(verdict)
+    acts = peak.activations_by_recompute
+    lines += [
+        "",
+        f"alternatives ({peak.label}, GiB)",
+        "  activations by recompute: "
+        + ", ".join(f"{k} {v / GIB:.2f}" for k, v in acts.items())
+        + "  (flash attention keeps no s x s scores, so selective saves little memory)",
+        f"  master + Adam: distributed optimizer {peak.optimizer_distributed / GIB:.2f}, "
+        f"replicated {peak.optimizer_replicated / GIB:.2f}",
+        "",
+        f"time at {dur.mfu:.0%} MFU of {dur.peak_tflops:g} TFLOP/s per GPU (model FLOPs, bf16 dense peak)",
+        f"  model FLOPs per token      {dur.flops_per_token:.3e}",
+        f"  throughput                 {dur.tokens_per_second:,.0f} tokens/s "
+        f"({dur.tokens_per_second / lay.world_size:,.0f} per GPU)",
+        f"  step time                  {dur.step_seconds:.2f} s",
+        f"  token budget               {dur.tokens:.4g} tokens ({dur.budget_source}) = "
+        f"{dur.steps:,} steps, {_span(dur.days * 86400)}",
+    ]
+    if not plan.fits:
+        lines += ["", "does not fit:"]
+        lines += [f"  {p}" for p in plan.problems]
+        if plan.hints:
+            lines.append("what would help:")
+            lines += [f"  - {h}" for h in plan.hints]
+        if plan.suggestions:
+            lines.append("layouts that fit (add these overrides):")
+            lines += [f"  {s}" for s in plan.suggestions]
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""What to change when a run does not fit: hints in words from the peak's largest parts, and
+concrete layouts (as Hydra overrides) found by searching TP, PP, recompute and micro batch."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+
+from alia_train.config.schema import Config
+from alia_train.model.params import padded_vocab_size
+from alia_train.plan.layout import Layout, layout_from_config
+from alia_train.plan.memory import GIB, StageMemory, layout_memory
+
+# Layouts that fit with less headroom than this are offered after roomier ones: the estimate
+# is an estimate.
+MIN_HEADROOM = 0.10
+MAX_PP = 16
+MAX_SUGGESTIONS = 3
+
+
+def hints(peak: StageMemory, lay: Layout) -> list[str]:
+    out: list[str] = []
+    model_state = (peak.weights + peak.grads) / GIB
+    out.append(
+        f"weights + gradients take {model_state:.1f} GiB per GPU: split the model over more GPUs "
+        f"(parallel.tp, up to the GPUs of one node, then parallel.pp; now TP {lay.tp} PP {lay.pp})"
+    )
+    if not lay.distributed_optimizer:
+        saved = (peak.optimizer_replicated - peak.optimizer_distributed) / GIB
+        out.append(
+            f"parallel.distributed_optimizer=true shards the fp32 master weights and Adam states "
+            f"over DP: saves {saved:.1f} GiB"
+        )
+    if lay.recompute != "full":
+        saved = (peak.activations - peak.activations_by_recompute["full"]) / GIB
+        out.append(f"train.recompute=full keeps only layer inputs: saves {saved:.1f} GiB of activations")
+    if lay.micro_batch_size > 1:
+        out.append(
+            f"a smaller train.micro_batch_size (now {lay.micro_batch_size}) shrinks activations and "
+            "logits proportionally"
+        )
+    if lay.tp > 1 and not lay.sp:
+        out.append("parallel.sp=true splits the norm and residual activations over TP as well")
+    if peak.logits > 0.1 * peak.total:
+        out.append(
+            f"the logits of one micro-batch take {peak.logits / GIB:.1f} GiB (fp32, with gradient): "
+            "more TP or a smaller micro batch"
+        )
+    return out
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _valid(cfg: Config, lay: Layout) -> bool:
+    m = cfg.model
+    if lay.world_size % (lay.tp * lay.pp * lay.cp):
+        return False
+    if lay.global_batch_size % (lay.micro_batch_size * lay.dp):
+        return False
+    if m.num_layers % (lay.pp * lay.vpp):
+        return False
+    if lay.vpp > 1 and (lay.pp < 2 or lay.num_microbatches % lay.pp):
+        return False
+    return True
+
+
+def _overrides(base: Layout, new: Layout) -> list[str]:
+    keys = [
+        ("parallel.tp", "tp"),
+        ("parallel.pp", "pp"),
+        ("parallel.vpp", "vpp"),
+        ("parallel.sp", "sp"),
+        ("parallel.distributed_optimizer", "distributed_optimizer"),
+        ("train.recompute", "recompute"),
+        ("train.micro_batch_size", "micro_batch_size"),
+    ]
+    out = []
+    for key, attr in keys:
+        old, value = getattr(base, attr), getattr(new, attr)
+        if old != value:
+            if attr == "vpp":
+                text = "null" if value == 1 else str(value)
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            else:
+                text = str(value)
+            out.append(f"{key}={text}")
+    return out
+
+
+def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib: float) -> list[str]:
+    """Up to MAX_SUGGESTIONS override sets that fit, cheapest first: no full recompute, the
+    least model parallelism (TP before PP), the largest micro batch, the fewest changes."""
+    m = cfg.model
+    base = layout_from_config(cfg, world_size)
+    gpn = max(1, cfg.cluster.gpus_per_node)
+    tp_limit = max(gpn, base.tp)
+    tps = [d for d in _divisors(math.gcd(m.num_attention_heads, m.num_query_groups, m.ffn_hidden_size)) if d <= tp_limit]
+    pps = [d for d in _divisors(m.num_layers) if d <= max(MAX_PP, base.pp)]
+    recomputes = list(dict.fromkeys([base.recompute, "selective", "full"]))
+    mbss = sorted({base.micro_batch_size // 2**k for k in range(8) if base.micro_batch_size // 2**k >= 1}, reverse=True)
+
+    found: list[tuple[tuple, list[str], float]] = []
+    for tp, pp, rec, mbs in itertools.product(tps, pps, recomputes, mbss):
+        vpp = base.vpp if base.vpp > 1 and m.num_layers % (pp * base.vpp) == 0 and pp > 1 else 1
+        lay = replace(
+            base, tp=tp, pp=pp, vpp=vpp, sp=tp > 1, distributed_optimizer=True,
+            recompute=rec, micro_batch_size=mbs,
+        )
+        if not _valid(cfg, lay):
+            continue
+        padded = padded_vocab_size(vocab_size, m.make_vocab_size_divisible_by, tp)
+        peak = max(s.total for s in layout_memory(m, padded, lay))
+        if peak > capacity_gib * GIB:
+            continue
+        changes = _overrides(base, lay)
+        tight = peak > (1 - MIN_HEADROOM) * capacity_gib * GIB
+        key = (tight, rec == "full", tp * pp, pp, -mbs, len(changes))
+        found.append((key, changes, peak))
+    found.sort(key=lambda f: f[0])
+    return [f"{' '.join(changes)}  (peak {peak / GIB:.1f} GiB)" for _, changes, peak in found[:MAX_SUGGESTIONS]]

@@ -1,0 +1,36 @@
+"""write_report: a run directory in, report/ (PNGs + report.md) out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alia_train.report.plots import render
+from alia_train.report.run import METRICS, load_run
+from alia_train.report.series import plot_data
+from alia_train.report.summary import render_markdown
+
+REPORT_MD = "report.md"
+
+
+class NoMetricsError(FileNotFoundError):
+    """The run directory has no metrics.jsonl, or no complete record in it yet."""
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write the plots and report.md into out_dir (default RUN_DIR/report); returns the paths,
+    report.md last."""
+    run_dir = Path(run_dir)
+    try:
+        run = load_run(run_dir)
+    except FileNotFoundError as e:
+        raise NoMetricsError(str(e)) from None
+    if not run.records.train and not run.records.valid:
+        raise NoMetricsError(f"{run_dir / METRICS}: no complete record yet (has the run logged its first step?)")
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    data = plot_data(run)
+    pngs = render(data, out)
+    md = out / REPORT_MD
+    tmp = md.with_name(f".{REPORT_MD}.tmp")
+    tmp.write_text(render_markdown(run, data, [p.name for p in pngs]), encoding="utf-8")
+    tmp.replace(md)
+    return pngs + [md]

@@ -1,0 +1,77 @@
+"""Each invalid configuration gives one line that names the key and how to fix it."""
+
+import pytest
+
+from alia_train.config import load_config
+from alia_train.config.validate import config_problems
+
+
+def problems(overrides, world_size=1, cuda=False, te=False):
+    return config_problems(load_config(["+model=tiny", *overrides]), world_size, cuda, te)
+
+
+def test_tiny_defaults_are_valid():
+    assert problems([]) == []
+
+
+def test_published_layouts_valid_on_their_clusters():
+    # 40B: TP4 PP2 on 256 nodes x 4 GPUs; 7B: TP4 on 128 x 4; 2B: TP1 on 64 x 4.
+    for name, world in (("alia_40b", 1024), ("salamandra_7b", 512), ("salamandra_2b", 256)):
+        cfg = load_config([f"+model={name}"])
+        assert config_problems(cfg, world, cuda=True, te_available=False) == [], name
+
+
+INVALID = [
+    # (overrides, world size, cuda, key that must be named, words of the fix)
+    (["parallel.tp=3"], 3, False, "parallel.tp", "divide model.num_attention_heads"),
+    (["model.num_query_groups=3"], 1, False, "model.num_query_groups", "does not divide"),
+    (["parallel.pp=3"], 3, False, "parallel.pp", "not divisible by pp x vpp"),
+    (["parallel.pp=2", "parallel.vpp=4"], 2, False, "parallel.pp", "pp x vpp = 8"),
+    (["train.global_batch_size=6"], 1, False, "train.global_batch_size", "multiple of 4"),
+    (["parallel.tp=2"], 3, False, "parallel", "world size 3 is not divisible"),
+    (["parallel.sp=true"], 1, True, "parallel.sp", "parallel.tp > 1"),
+    (["parallel.tp=2", "parallel.sp=true"], 2, False, "parallel.sp", "GPU only"),
+    (["train.precision=bf16"], 1, False, "train.precision", "needs a GPU"),
+    (["train.device=cuda"], 1, False, "train.device", "no CUDA GPU"),
+    (["model.layer_impl=te"], 1, True, "model.layer_impl", "transformer_engine is not importable"),
+    (["train.steps=0"], 1, False, "train.steps", "positive"),
+    (["train.micro_batch_size=-1"], 1, False, "train.micro_batch_size", "positive"),
+    (["model.hidden_size=0"], 1, False, "model.hidden_size", "positive"),
+    (["optim.lr=0"], 1, False, "optim.lr", "> 0"),
+    (["optim.min_lr=1.0"], 1, False, "optim.min_lr", "min_lr <= lr"),
+    (["train.recompute=some"], 1, False, "train.recompute", "not one of none, selective, full"),
+    (["logging.wandb.mode=cloud"], 1, False, "logging.wandb.mode", "online, offline, disabled"),
+    (["train.seq_length=2048"], 1, False, "train.seq_length", "max_position_embeddings"),
+    (["parallel.cp=2"], 2, False, "parallel.cp", "needs GPUs"),
+    (["parallel.overlap_param_gather=true"], 1, False, "parallel.overlap_param_gather", "distributed_optimizer"),
+    (["parallel.pp=2", "parallel.vpp=2", "train.global_batch_size=12"], 2, False, "train.global_batch_size", "divisible by parallel.pp"),
+]
+
+
+@pytest.mark.parametrize("overrides, world, cuda, key, fix", INVALID, ids=[" ".join(c[0]) for c in INVALID])
+def test_invalid_config_named(overrides, world, cuda, key, fix):
+    found = problems(overrides, world, cuda)
+    assert found, f"{overrides} should be rejected"
+    line = next((p for p in found if p.startswith(key + ":")), None)
+    assert line is not None, f"no line for {key}: {found}"
+    assert fix in line
+    assert "\n" not in line
+
+
+def test_all_problems_reported_at_once():
+    found = problems(["train.steps=0", "optim.lr=-1", "train.recompute=x"])
+    keys = {line.split(":")[0] for line in found}
+    assert {"train.steps", "optim.lr", "train.recompute"} <= keys
+
+
+def test_cli_exits_2_before_starting(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "alia_train.cli.train", "+model=tiny", "parallel.tp=3", f"run.dir={tmp_path}/r"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "alia-train: error: parallel.tp: 3 does not divide model.num_attention_heads 4" in out.stderr
+    assert not (tmp_path / "r").exists(), "nothing may be written for an invalid config"

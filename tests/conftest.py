@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests run real megatron-core on CPU; processes are expensive to start
+(~10 s of imports each), so multi-process checks share launches through module fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def shared_corpus() -> Path:
+    path = SHARED / "corpus"
+    if not (path / "bench").is_dir():
+        pytest.skip(f"../shared/corpus is absent ({path}): benchmark corpus not available here")
+    return path
+
+
+def cli(name: str) -> str:
+    """Path of an installed console script of this environment."""
+    return str(BIN / name)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"})
+    env.update(extra)
+    return env

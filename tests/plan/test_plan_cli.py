@@ -1,0 +1,45 @@
+"""`alia-plan`, the installed console script and its exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from alia_train.cli.plan import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_FITS, main
+
+ALIA_PLAN = Path(sys.executable).parent / "alia-plan"
+MN5_40B = ["+model=alia_40b", "cluster=marenostrum5", "cluster.nodes=256"]
+
+
+def test_console_script_40b_published_layout_fits():
+    r = subprocess.run([str(ALIA_PLAN), *MN5_40B, "--tokens", "9.37e12"], capture_output=True, text=True)
+    assert r.returncode == EXIT_FITS, r.stdout + r.stderr
+    out = r.stdout
+    assert "1,024 GPUs of 64 GiB" in out
+    assert "TP 4 x PP 2 x CP 1 x DP 128" in out
+    assert "40,433,885,184" in out and "2,097,152,000" in out
+    assert "fits in 64 GiB: yes" in out
+    assert "9.37e+12 tokens (--tokens)" in out and "days" in out
+
+
+def test_40b_tp1_pp1_does_not_fit(capsys):
+    rc = main([*MN5_40B, "parallel.tp=1", "parallel.pp=1", "parallel.sp=false"])
+    out = capsys.readouterr().out
+    assert rc == EXIT_DOES_NOT_FIT
+    assert "fits in 64 GiB: NO" in out
+    assert "what would help:" in out and "layouts that fit (add these overrides):" in out
+    assert "parallel.tp=4" in out
+
+
+def test_model_card_counts_printed(capsys):
+    for model, nodes, total in (("salamandra_2b", 64, "2,253,490,176"), ("salamandra_7b", 128, "7,768,117,248")):
+        assert main([f"+model={model}", "cluster=marenostrum5", f"cluster.nodes={nodes}"]) == EXIT_FITS
+        assert total in capsys.readouterr().out
+
+
+def test_config_errors_exit_2(capsys):
+    assert main([*MN5_40B, "parallel.tp=3"]) == EXIT_CONFIG
+    assert "parallel.tp" in capsys.readouterr().err
+    assert main(["+model=nope"]) == EXIT_CONFIG
+    assert main([*MN5_40B, "--mfu", "1.5"]) == EXIT_CONFIG

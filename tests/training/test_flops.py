@@ -1,0 +1,32 @@
+"""The FLOP count behind TFLOP/s and MFU, checked against a count by hand."""
+
+import pytest
+
+from alia_train.config.schema import ModelConfig
+from alia_train.training.flops import mfu, training_flops_per_token
+
+
+def test_flops_per_token_hand_count():
+    m = ModelConfig(name="custom", num_layers=2, hidden_size=64, ffn_hidden_size=128,
+                    num_attention_heads=4, num_query_groups=2)
+    # Per layer: q 64*64 + k,v 2*64*(2 groups*16) + out 64*64 + SwiGLU 3*64*128 + 2 norms*64
+    per_layer = 4096 + 4096 + 4096 + 24576 + 128
+    non_embedding = 2 * per_layer + 64  # + final norm
+    dense = 6 * non_embedding
+    attention = 6 * 2 * 32 * 64  # 6 * layers * seq * hidden (causal QK^T and AV, fwd+bwd)
+    logits = 6 * 64 * 1000
+    assert dense + attention + logits == 852_864
+    assert training_flops_per_token(m, seq_length=32, vocab_size=1000) == 852_864
+
+
+def test_salamandra_2b_flops_scale():
+    from alia_train.config import load_config
+
+    m = load_config(["+model=salamandra_2b"]).model
+    f = training_flops_per_token(m, 4096, 256_000)
+    # 6 * 1.2049e9 non-embedding + 6*24*4096*2048 attention + 6*2048*256000 logits
+    assert f == pytest.approx(6 * 1_204_914_176 + 6 * 24 * 4096 * 2048 + 6 * 2048 * 256_000)
+
+
+def test_mfu():
+    assert mfu(10_000, 1e10, 989.0) == pytest.approx(1e14 / 989e12)
