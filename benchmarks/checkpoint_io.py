@@ -52,7 +52,6 @@ def main() -> int:
     from alia_train.checkpoint import layout
     from alia_train.checkpoint.manager import CheckpointManager, TrainingProgress
     from alia_train.config import load_config
-    from alia_train.config.load import to_yaml
     from alia_train.data.tokenizer import load_tokenizer
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.parallel.runtime import init_runtime
@@ -74,7 +73,7 @@ def main() -> int:
     its = trainer._iterators(trainer.data.train, 0)
     train_step(trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
                num_microbatches=trainer.num_microbatches, seq_length=cfg.train.seq_length,
-               micro_batch_size=cfg.train.micro_batch_size, device=rt.device, on_nonfinite="stop")
+               micro_batch_size=cfg.train.micro_batch_size, device=rt.device)
     mgr: CheckpointManager = trainer.checkpoints
 
     start = time.perf_counter()
@@ -96,7 +95,6 @@ def main() -> int:
     load_seconds = time.perf_counter() - start
     mgr.close()
     assert loaded is not None and loaded.path.name == layout.step_dir_name(2)
-    del to_yaml
 
     params = sum(p.numel() for c in trainer.model for p in c.parameters())
     print(f"model: {params / 1e6:.0f} M parameters (fp32) + Adam state; checkpoint {size / 1e9:.2f} GB")

@@ -30,6 +30,22 @@ def _sync(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
+def _time_steps(one_step, steps: int, warmup: int, cuda: bool) -> tuple[float, list]:
+    """Seconds for `steps` calls of one_step after `warmup` untimed ones (peak memory reset
+    after warm-up), and what the timed calls returned."""
+    import torch
+
+    for _ in range(warmup):
+        one_step()
+    _sync(cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    outputs = [one_step() for _ in range(steps)]
+    _sync(cuda)
+    return time.perf_counter() - start, outputs
+
+
 def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
     import torch
 
@@ -61,18 +77,11 @@ def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
         return train_step(
             trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
             num_microbatches=trainer.num_microbatches, seq_length=tr.seq_length,
-            micro_batch_size=tr.micro_batch_size, device=rt.device, on_nonfinite="stop",
+            micro_batch_size=tr.micro_batch_size, device=rt.device,
         )
 
-    for _ in range(warmup):
-        one_step()
-    _sync(cuda)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    losses = [one_step().loss for _ in range(steps)]
-    _sync(cuda)
-    elapsed = time.perf_counter() - start
+    elapsed, results = _time_steps(one_step, steps, warmup, cuda)
+    losses = [r.loss for r in results]
     tokens_per_sec = steps * tr.global_batch_size * tr.seq_length / elapsed
     flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab)
     result = {
@@ -131,16 +140,7 @@ def bench_hf(shape: dict, model_overrides: list[str], steps: int, warmup: int, f
         opt.zero_grad(set_to_none=True)
         return out.loss
 
-    for _ in range(warmup):
-        one_step()
-    _sync(cuda)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    _sync(cuda)
-    elapsed = time.perf_counter() - start
+    elapsed, _ = _time_steps(one_step, steps, warmup, cuda)
     tokens_per_sec = steps * shape["global_batch"] * shape["seq"] / elapsed
     return {
         "system": "transformers LlamaForCausalLM (sdpa, fused AdamW)",

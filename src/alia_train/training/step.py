@@ -85,14 +85,12 @@ def _grads_finite(model) -> bool:
     return local.item() == 0.0
 
 
-def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
-               seq_length: int, micro_batch_size: int, device: torch.device, on_nonfinite: str) -> StepResult:
-    for chunk in model:
-        chunk.zero_grad_buffer()
-    optimizer.zero_grad()
+def _run_schedule(model, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
+                  seq_length: int, micro_batch_size: int, device: torch.device, forward_only: bool) -> list[float]:
+    """Run megatron's pipeline schedule over the micro-batches of one global batch; returns the
+    job-wide [loss_sum, tokens, per-language sums..., per-language tokens...]."""
     acc.reset()
-    forward_backward = get_forward_backward_func()
-    forward_backward(
+    get_forward_backward_func()(
         forward_step_func=partial(_forward_step, acc, device),
         # One iterator per virtual stage: each chunk's forward step reads its own copy.
         data_iterator=data_iterators[0] if len(model) == 1 else data_iterators,
@@ -100,9 +98,20 @@ def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccum
         num_microbatches=num_microbatches,
         seq_length=seq_length,
         micro_batch_size=micro_batch_size,
-        forward_only=False,
+        forward_only=forward_only,
     )
-    totals = acc.reduce().tolist()
+    return acc.reduce().tolist()
+
+
+def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
+               seq_length: int, micro_batch_size: int, device: torch.device) -> StepResult:
+    """One optimizer step. A non-finite loss or gradient skips the update and is reported in
+    the result; the caller decides whether to stop (train.on_nonfinite)."""
+    for chunk in model:
+        chunk.zero_grad_buffer()
+    optimizer.zero_grad()
+    totals = _run_schedule(model, data_iterators, acc, num_microbatches=num_microbatches, seq_length=seq_length,
+                           micro_batch_size=micro_batch_size, device=device, forward_only=False)
     loss = totals[0] / max(totals[1], 1.0)
     nonfinite = None
     if not math.isfinite(loss):
@@ -134,18 +143,8 @@ def eval_step(model, data_iterators: list, acc: LossAccumulator, *, num_microbat
     """Returns (loss_sum, tokens) over num_microbatches micro-batches of every DP rank."""
     for chunk in model:
         chunk.eval()
-    acc.reset()
-    get_forward_backward_func()(
-        forward_step_func=partial(_forward_step, acc, device),
-        # One iterator per virtual stage: each chunk's forward step reads its own copy.
-        data_iterator=data_iterators[0] if len(model) == 1 else data_iterators,
-        model=model if len(model) > 1 else model[0],
-        num_microbatches=num_microbatches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        forward_only=True,
-    )
+    totals = _run_schedule(model, data_iterators, acc, num_microbatches=num_microbatches, seq_length=seq_length,
+                           micro_batch_size=micro_batch_size, device=device, forward_only=True)
     for chunk in model:
         chunk.train()
-    totals = acc.reduce().tolist()
     return totals[0], totals[1]

@@ -143,7 +143,7 @@ class Trainer:
                 result = train_step(
                     self.model, self.optimizer, self.scheduler, its, self.acc,
                     num_microbatches=self.num_microbatches, seq_length=tr.seq_length,
-                    micro_batch_size=tr.micro_batch_size, device=self.rt.device, on_nonfinite=tr.on_nonfinite,
+                    micro_batch_size=tr.micro_batch_size, device=self.rt.device,
                 )
                 if result.nonfinite:
                     msg = (
