@@ -7,8 +7,14 @@ Runs the given alia-train config for `--warmup` + `--steps` optimizer steps (one
 parallel.tp=pp=1) and reports tokens/s, TFLOP/s per GPU, MFU (FLOPs per token from
 alia_train.training.flops: 6*N_nonembed + 6*L*s*h + 6*h*V) and peak memory. In the same call it
 trains the same shape as `transformers.LlamaForCausalLM` (sdpa attention, bf16 weights, fused
-AdamW) on the same token batches and reports the ratio. The two runs share the process, so
+AdamW) on the same token batches (the micro-batches alia-train's data pipeline yields for those
+steps, with the same labels and loss mask) and reports the ratio. The two runs share the process, so
 machine noise hits both. Results go to stdout and, with --json PATH, to a file.
+
+The released models' vocabulary (256,000) has no tokenizer in the repository: `--random-tokens`
+trains on random token batches over `model.vocab_size` instead of the data pipeline (same shapes,
+same FLOPs; the baseline trains on the same batches). Without it the config's vocabulary must be
+the tokenizer's. scripts/gpu_check.sh runs it that way for salamandra_2b.
 
 On a CPU machine it runs too (fp32, for a smoke test of the script), but the numbers mean
 nothing there.
@@ -18,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 
 def _sync(cuda: bool) -> None:
@@ -46,13 +54,42 @@ def _time_steps(one_step, steps: int, warmup: int, cuda: bool) -> tuple[float, l
     return time.perf_counter() - start, outputs
 
 
-def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
+@dataclass
+class RandomTokens:
+    """Stands in for a tokenizer with `--random-tokens`: the model's own vocabulary (256,000 for
+    the released models), for which no SentencePiece model ships with the repository."""
+
+    vocab_size: int
+    path: str = "random-tokens"
+    sha256: str = "-"
+
+
+def random_batches(count: int, micro_batch_size: int, seq_length: int, vocab: int) -> list[dict]:
+    import torch
+
+    gen = torch.Generator().manual_seed(1234)
+    batches = []
+    for _ in range(count):
+        tokens = torch.randint(0, vocab, (micro_batch_size, seq_length + 1), generator=gen)
+        batches.append({
+            "tokens": tokens[:, :-1].contiguous(),
+            "labels": tokens[:, 1:].contiguous(),
+            "loss_mask": torch.ones(micro_batch_size, seq_length),
+            "position_ids": torch.arange(seq_length).expand(micro_batch_size, seq_length).contiguous(),
+            "lang_id": torch.zeros(micro_batch_size, dtype=torch.long),
+        })
+    return batches
+
+
+def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: bool = False) -> tuple[dict, list[dict]]:
+    """alia-train's figures, and the micro-batches its timed and warm-up steps consumed (in
+    order, on the CPU) for the baseline to train on."""
     import torch
 
     from alia_train.config import load_config
     from alia_train.config.validate import validate
     from alia_train.data.tokenizer import load_tokenizer
-    from alia_train.model.build import transformer_engine_available
+    from alia_train.model.build import transformer_engine_available, uses_te
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.parallel.runtime import init_runtime
     from alia_train.training.flops import mfu, training_flops_per_token
@@ -65,13 +102,32 @@ def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
     launch = detect_launch_env()
     cuda = torch.cuda.is_available()
     validate(cfg, launch.world_size, cuda, transformer_engine_available() if cuda else False)
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
-    vocab = cfg.model.vocab_size or tokenizer.vocab_size
+    tr = cfg.train
+    if random_tokens:
+        if cfg.model.vocab_size is None:
+            sys.exit("train_throughput: --random-tokens needs model.vocab_size")
+        tokenizer = RandomTokens(cfg.model.vocab_size)
+    else:
+        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
+            sys.exit(f"train_throughput: model.vocab_size {cfg.model.vocab_size} but the tokenizer has "
+                     f"{tokenizer.vocab_size} pieces; pass --random-tokens to train the model's own vocabulary")
+    vocab = tokenizer.vocab_size
     rt = init_runtime(cfg, launch)
     trainer = Trainer(cfg, rt, tokenizer)
-    trainer.build_data()
-    tr = cfg.train
-    its = trainer._iterators(trainer.data.train, 0)
+    if random_tokens:
+        from alia_train.training.step import LossAccumulator
+
+        trainer.acc = LossAccumulator(1, rt.device)
+        batches = random_batches((steps + warmup) * trainer.num_microbatches, tr.micro_batch_size, tr.seq_length, vocab)
+        its = [iter(batches) for _ in trainer.model]
+    else:
+        trainer.build_data()
+        its = trainer._iterators(trainer.data.train, 0)
+        # The same samples again, from the start: one step takes num_microbatches of them.
+        batches = [{k: b[k] for k in ("tokens", "labels", "loss_mask")}
+                   for b in itertools.islice(trainer._iterators(trainer.data.train, 0)[0],
+                                             (steps + warmup) * trainer.num_microbatches)]
 
     def one_step():
         return train_step(
@@ -86,7 +142,7 @@ def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
     flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab)
     result = {
         "system": "alia-train",
-        "layer_impl": "te" if type(trainer.model[0].module.decoder.layers[0].self_attention.core_attention).__name__.startswith("TE") else "local+sdpa",
+        "layer_impl": "te" if uses_te(cfg, cuda) else "local+sdpa",
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": mfu(tokens_per_sec, flops_per_token, cfg.cluster.peak_tflops),
@@ -100,12 +156,13 @@ def bench_alia(overrides: list[str], steps: int, warmup: int) -> dict:
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    return result
+    return result, batches
 
 
-def bench_hf(shape: dict, model_overrides: list[str], steps: int, warmup: int, flops_per_token: float,
-             peak_tflops: float) -> dict:
+def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps: int, warmup: int,
+             flops_per_token: float, peak_tflops: float) -> dict:
     import torch
+    import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from alia_train.config import load_config
@@ -126,24 +183,35 @@ def bench_hf(shape: dict, model_overrides: list[str], steps: int, warmup: int, f
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=cuda)
-    micro = shape["micro_batch"]
-    n_micro = shape["global_batch"] // micro
-    gen = torch.Generator().manual_seed(0)
-    batch = torch.randint(0, shape["vocab"], (micro, shape["seq"]), generator=gen).to(device)
+    n_micro = shape["global_batch"] // shape["micro_batch"]
+    assert len(batches) == (steps + warmup) * n_micro
+    feed = iter(batches)
 
     def one_step():
-        for _ in range(n_micro):
-            out = model(input_ids=batch, labels=batch)
-            (out.loss / n_micro).backward()
+        # alia-train's loss: token-weighted mean over the step's masked tokens (labels are
+        # already shifted, so the logits are compared as they are).
+        step = [next(feed) for _ in range(n_micro)]
+        step_tokens = sum(float(b["loss_mask"].sum()) for b in step)
+        total = torch.zeros((), device=device)
+        for b in step:
+            tokens, labels = b["tokens"].to(device), b["labels"].to(device)
+            mask = b["loss_mask"].to(device).float()
+            logits = model(input_ids=tokens).logits
+            losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+            loss = (losses * mask.flatten()).sum() / step_tokens
+            loss.backward()
+            total += loss.detach()  # no host sync inside the timed loop
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return out.loss
+        return total
 
-    elapsed, _ = _time_steps(one_step, steps, warmup, cuda)
+    elapsed, losses = _time_steps(one_step, steps, warmup, cuda)
+    losses = [float(x) for x in losses]
     tokens_per_sec = steps * shape["global_batch"] * shape["seq"] / elapsed
     return {
         "system": "transformers LlamaForCausalLM (sdpa, fused AdamW)",
+        "last_loss": losses[-1],
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": tokens_per_sec * flops_per_token / (peak_tflops * 1e12),
@@ -156,19 +224,24 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--random-tokens", action="store_true",
+                        help="random token batches over model.vocab_size instead of the data pipeline")
     parser.add_argument("--json", default=None)
     args, overrides = parser.parse_known_args()
+    from alia_train.cli.quiet import quiet_libraries
+
+    quiet_libraries()  # before torch / megatron-core are imported, as the CLIs do
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    alia = bench_alia(overrides, args.steps, args.warmup)
+    alia, batches = bench_alia(overrides, args.steps, args.warmup, args.random_tokens)
     rows = [alia]
     if not args.no_baseline:
         from alia_train.config import load_config
 
         cluster = load_config(overrides).cluster
         model_overrides = [o for o in overrides if o.startswith(("+model=", "model."))]
-        rows.append(bench_hf(alia["shape"], model_overrides, args.steps, args.warmup,
+        rows.append(bench_hf(alia["shape"], model_overrides, batches, args.steps, args.warmup,
                              alia["flops_per_token"], cluster.peak_tflops))
     print(f"device: {device}; shape: {alia['shape']}; {args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'system':52s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'peak GB':>8s}")

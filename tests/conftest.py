@@ -34,3 +34,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"})
     env.update(extra)
     return env
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped, with the reason, where torch sees no CUDA GPU."""
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

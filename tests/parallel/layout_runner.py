@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=2 layout_runner.py SPEC.json
 
 SPEC: {"common": [overrides...], "runs": {"name": [overrides...]}, "out": DIR}. Each run writes
-DIR/name/metrics.jsonl. Sharing the process lets one launch (and one ~10 s import of torch and
+DIR/name/metrics.jsonl, unless its overrides name a `run.dir` (runs sharing one continue it). Sharing the process lets one launch (and one ~10 s import of torch and
 megatron) cover several layouts.
 """
 
@@ -28,7 +28,9 @@ def main() -> None:
 
     launch = detect_launch_env()
     for name, overrides in spec["runs"].items():
-        cfg = load_config([*spec["common"], *overrides, f"run.dir={spec['out']}/{name}"])
+        run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.dir=")), f"{spec['out']}/{name}")
+        overrides = [o for o in overrides if not o.startswith("run.dir=")]
+        cfg = load_config([*spec["common"], *overrides, f"run.dir={run_dir}"])
         validate(cfg, launch.world_size, cuda=False, te_available=False)
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         rt = init_runtime(cfg, launch)

@@ -1,5 +1,6 @@
-"""Parallel layouts compute the same training: TP=2, PP=2 (plain and interleaved) and DP=2 with
-the distributed optimizer, each on 2 gloo processes, match a single process step by step."""
+"""Parallel layouts compute the same training: TP=2 (with and without sequence parallelism),
+PP=2 (plain and interleaved) and DP=2 with the distributed optimizer, each on 2 gloo processes,
+match a single process step by step; so do selective and full activation recompute."""
 
 from __future__ import annotations
 
@@ -18,9 +19,32 @@ COMMON = [
 ]
 LAYOUTS = {
     "tp2": ["parallel.tp=2"],
+    "tp2_sp": ["parallel.tp=2", "parallel.sp=true"],
     "pp2": ["parallel.pp=2"],
     "pp2_vpp2": ["parallel.pp=2", "parallel.vpp=2"],
     "dp2_distopt": ["parallel.distributed_optimizer=true"],
+    # Both overlaps with the distributed optimizer. The LR schedule is pinned to STEPS so that a
+    # run split in two (below) follows the same schedule.
+    "dp2_overlap": [
+        "parallel.distributed_optimizer=true",
+        "parallel.overlap_grad_reduce=true",
+        "parallel.overlap_param_gather=true",
+        f"optim.decay_steps={STEPS}",
+    ],
+}
+# The same run in bf16 (separate fp32 main weights, where a stale param shard shows), once
+# straight through and once stopped after step 5 (its final save comes right after
+# optimizer.step(), before the deferred param all-gather) and restarted in the same run dir.
+RESUME_STEP = 5
+OVERLAP_BF16 = [*LAYOUTS["dp2_overlap"], "train.precision=bf16"]
+SPLIT = {
+    "dp2_overlap_bf16": OVERLAP_BF16,
+    "dp2_overlap_first": [*OVERLAP_BF16, f"train.steps={RESUME_STEP}", "run.dir=SPLIT"],
+    "dp2_overlap_second": [*OVERLAP_BF16, "run.dir=SPLIT"],
+}
+RECOMPUTE = {
+    "recompute_selective": ["train.recompute=selective"],
+    "recompute_full": ["train.recompute=full", "train.recompute_num_layers=2"],
 }
 
 
@@ -28,8 +52,9 @@ LAYOUTS = {
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("layouts")
     common = [*COMMON, f"data.cache_dir={out}/cache"]
-    run_layouts(out, common, {"single": []}, nproc=1)
-    run_layouts(out, common, LAYOUTS, nproc=2)
+    run_layouts(out, common, {"single": [], **RECOMPUTE}, nproc=1)
+    split = {name: [o.replace("SPLIT", f"{out}/dp2_overlap_split") for o in ov] for name, ov in SPLIT.items()}
+    run_layouts(out, common, {**LAYOUTS, **split}, nproc=2)
     return out
 
 
@@ -46,3 +71,23 @@ def test_layout_matches_single_process(runs, layout):
     assert sorted(losses) == sorted(reference)
     worst = max(relative_diff(losses[s], reference[s]) for s in reference)
     assert worst < 1e-4, f"{layout}: worst relative loss difference {worst:.2e}\n{losses}\n{reference}"
+
+
+def test_resume_with_distributed_optimizer_and_overlap_is_exact(runs):
+    """A run stopped and restarted continues exactly as the run that never stopped: the save
+    forced the deferred param all-gather, and Adam's state (moments and step count) came back
+    whole from the distributed optimizer's checkpoint."""
+    full = train_losses(runs / "dp2_overlap_bf16")
+    split = train_losses(runs / "dp2_overlap_split")
+    assert sorted(split) == list(range(1, STEPS + 1)), split
+    worst = max(relative_diff(split[s], full[s]) for s in range(RESUME_STEP + 1, STEPS + 1))
+    assert worst < 1e-6, f"split run {split}\nuninterrupted {full}"
+
+
+@pytest.mark.parametrize("mode", list(RECOMPUTE))
+def test_recompute_matches_no_recompute(runs, mode):
+    reference = train_losses(runs / "single")
+    losses = train_losses(runs / mode)
+    assert sorted(losses) == sorted(reference)
+    worst = max(relative_diff(losses[s], reference[s]) for s in reference)
+    assert worst < 1e-5, f"{mode}: worst relative loss difference {worst:.2e}\n{losses}\n{reference}"

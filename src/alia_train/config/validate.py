@@ -148,14 +148,10 @@ def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool
     if tr.device == "cuda" and not cuda:
         p.append("train.device: 'cuda' requested but no CUDA GPU is visible; use train.device=auto or cpu")
     if not wants_cuda:
-        if par.sp:
-            p.append("parallel.sp: sequence parallelism runs on GPU only (gloo has no reduce-scatter); set parallel.sp=false")
-        if tr.precision == "bf16":
-            p.append("train.precision: bf16 training needs a GPU; use train.precision=auto or fp32 on CPU")
+        # Sequence parallelism and bf16 run on CPU too (slowly): the same megatron code paths
+        # as on GPU, so that tests exercise what the recipes use.
         if par.cp > 1:
             p.append("parallel.cp: context parallelism needs GPUs; set parallel.cp=1")
-        if par.grad_reduce_in_bf16 and tr.precision != "fp32":
-            pass  # ignored on CPU: fp32 training reduces in fp32
         if m.layer_impl == "te":
             p.append("model.layer_impl: Transformer Engine layers need a GPU; use model.layer_impl=auto or local")
     if m.layer_impl == "te" and not te_available:
@@ -168,6 +164,25 @@ def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool
             p.append("parallel.cp: context parallelism needs Transformer Engine attention; install the [te] extra")
     if par.overlap_param_gather and not par.distributed_optimizer:
         p.append("parallel.overlap_param_gather: needs parallel.distributed_optimizer=true")
+    p += data_problems(cfg)
+    return p
+
+
+def data_problems(cfg: Config) -> list[str]:
+    """data.* values that would otherwise fail only once the data is being built."""
+    d, p = cfg.data, []
+    try:
+        split = [float(x) for x in d.split.replace("/", ",").split(",") if x.strip()]
+    except ValueError:
+        split = []
+    if not 0 < len(split) <= 3 or any(x < 0 for x in split) or sum(split) <= 0:
+        p.append(f"data.split: '{d.split}' is not train,valid,test percentages; e.g. data.split=98,2,0")
+    multipliers = {f"data.multipliers.{k}": v for k, v in d.multipliers.items()}
+    multipliers["data.default_multiplier"] = d.default_multiplier
+    multipliers.update({f"data.sources[{i}].multiplier": s.multiplier for i, s in enumerate(d.sources)})
+    for key, value in multipliers.items():
+        if value is not None and not value >= 0:
+            p.append(f"{key}: must be >= 0 (0 leaves the language out), got {value}")
     return p
 
 

@@ -5,27 +5,19 @@ from __future__ import annotations
 import torch
 from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
-from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.module import Float16Module
 
 from alia_train.config.schema import Config
-from alia_train.model.attention import SDPAttention
 from alia_train.model.init import initialize_weights
 from alia_train.model.params import padded_vocab_size
+from alia_train.model.spec import TE, block_spec, resolve_layer_impl, transformer_engine_available
 
-
-def transformer_engine_available() -> bool:
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:
-        return False
-    return True
+__all__ = ["build_model", "transformer_config", "transformer_engine_available", "uses_te"]
 
 
 def uses_te(cfg: Config, cuda: bool) -> bool:
-    impl = cfg.model.layer_impl
-    return impl == "te" or (impl == "auto" and cuda and transformer_engine_available())
+    return resolve_layer_impl(cfg.model.layer_impl, cuda) == TE
 
 
 def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> TransformerConfig:
@@ -68,7 +60,9 @@ def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> Transform
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
-        cross_entropy_loss_fusion=cuda,
+        # megatron's native fused cross entropy casts its gradient to bf16: use it only where
+        # that is the model's own precision.
+        cross_entropy_loss_fusion=cuda and dtype == torch.bfloat16,
         cross_entropy_fusion_impl="native",
         calculate_per_token_loss=True,
         deallocate_pipeline_outputs=cuda,
@@ -79,28 +73,22 @@ def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> Transform
     )
 
 
-def layer_spec(cfg: Config, cuda: bool) -> ModuleSpec:
-    if uses_te(cfg, cuda):
-        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.device) -> list[torch.nn.Module]:
+    """Build this rank's model chunks, initialised from cfg.train.seed.
 
-        return get_gpt_layer_with_transformer_engine_spec(normalization="RMSNorm")
-    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-    spec.submodules.self_attention.submodules.core_attention = SDPAttention
-    return spec
-
-
-def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.device) -> list[GPTModel]:
-    """Build this rank's model chunks, initialised from cfg.train.seed."""
+    In bf16 each chunk is wrapped in megatron's Float16Module, as Megatron-LM does: bf16
+    weights and activations, fp32 logits out of the last stage; the optimizer keeps fp32 main
+    weights (training/optimizer.py)."""
     cuda = device.type == "cuda"
     tcfg = transformer_config(cfg, dtype, cuda)
-    spec = layer_spec(cfg, cuda)
+    impl = resolve_layer_impl(cfg.model.layer_impl, cuda)
     vocab = padded_vocab_size(vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
     vpp = tcfg.virtual_pipeline_model_parallel_size or 1
     chunks = []
     for vp_stage in range(vpp):
         chunk = GPTModel(
             config=tcfg,
-            transformer_layer_spec=spec,
+            transformer_layer_spec=block_spec(impl, tcfg, vp_stage if vpp > 1 else None),
             vocab_size=vocab,
             max_sequence_length=cfg.model.max_position_embeddings,
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
@@ -116,4 +104,6 @@ def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.
         )
         chunks.append(chunk.to(device))
     initialize_weights(chunks, cfg.model, cfg.train.seed)
+    if tcfg.bf16:
+        chunks = [Float16Module(tcfg, chunk) for chunk in chunks]
     return chunks

@@ -56,6 +56,32 @@ class _CudaToCpuMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_MODE = _CudaToCpuMode()
+
+
+def _patch_autograd_function_backward() -> None:
+    """Run the backward of megatron's autograd Functions under the mode too.
+
+    A mode is switched off while its own handler runs, and `torch.autograd.backward` itself goes
+    through the handler: the whole backward pass would run without the mode. Sequence
+    parallelism's backward creates its reduce-scatter buffers with
+    `device=torch.cuda.current_device()`, so the mode is pushed again around each Python
+    Function's backward (only when it is not already active, or every op would be seen twice).
+    """
+    from torch.autograd.function import BackwardCFunction
+
+    original = BackwardCFunction.apply
+
+    @functools.wraps(original)
+    def apply(self, *args):
+        if torch._C._len_torch_function_stack() == 0:
+            with _MODE:
+                return original(self, *args)
+        return original(self, *args)
+
+    BackwardCFunction.apply = apply
+
+
 _CUDA_TYPE_NAMES = {
     "torch.FloatTensor": "torch.cuda.FloatTensor",
     "torch.HalfTensor": "torch.cuda.HalfTensor",
@@ -174,7 +200,8 @@ def install() -> bool:
     _patch_tensor_type()
     _patch_megatron_rng()
     _patch_async_checkpoint_preload()
+    _patch_autograd_function_backward()
     # Entered for the life of the process: every later torch call goes through the mode.
-    _CudaToCpuMode().__enter__()
+    _MODE.__enter__()
     _installed = True
     return True

@@ -24,8 +24,9 @@ class Runtime:
 
 def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
     """torch.distributed (NCCL on GPU, gloo on CPU), megatron's parallel groups and seeds."""
-    from alia_train.parallel import cpu_compat
+    from alia_train.parallel import cpu_compat, megatron_fixes
 
+    megatron_fixes.install()
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(launch.local_rank)

@@ -46,6 +46,7 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
     )
     # megatron's default groups put 1-D parameters (the RMSNorm weights) at weight decay 0.
     optimizer = get_megatron_optimizer(ocfg, model)
+    init_optimizer_state(optimizer)
     decay_steps = opt.decay_steps or cfg.train.steps
     scheduler = OptimizerParamScheduler(
         optimizer,
@@ -76,3 +77,26 @@ def attach_schedule_hooks(model: list[DistributedDataParallel], optimizer) -> No
         psync = [m.start_param_sync for m in model]
         config.param_sync_func = psync[0] if len(psync) == 1 else psync
     config.finalize_model_grads_func = finalize_model_grads
+
+
+@torch.no_grad()
+def init_optimizer_state(optimizer) -> None:
+    """Give Adam its state (step 0, zero moments) before the first step, as torch's Adam would
+    at its first step.
+
+    Without apex or Transformer Engine, megatron's distributed optimizer reads `step` from the
+    torch optimizer's state to build a checkpoint's state dict, also when that dict is only the
+    template for loading: resuming a run before any step of this process asserts. The values
+    are exactly what the first step would create, so training is unchanged.
+    """
+    for megatron_opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = megatron_opt.optimizer
+        for group in inner.param_groups:
+            on_device = group.get("fused") or group.get("capturable")
+            for p in group["params"]:
+                state = inner.state[p]
+                if state:
+                    continue
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if on_device else "cpu")
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)

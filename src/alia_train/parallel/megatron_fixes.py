@@ -1,0 +1,67 @@
+"""Fixes for megatron-core bugs that alia-train hits on every machine (GPU or CPU).
+
+Each fix names the bug, the versions it was seen in, and is as small as the bug allows. They
+are installed once per process by `init_runtime` and are independent of CUDA (what adapts
+megatron-core to machines without CUDA is `cpu_compat.py`, not this module).
+
+* Distributed optimizer resume without apex / Transformer Engine (megatron-core 0.19.2):
+  `DistributedOptimizer.load_parameter_state_from_fully_reshardable` skips torch Adam's "step"
+  entry of the saved state ("handled separately"), but `_set_main_param_and_optimizer_states`
+  then looks that key up in what was loaded and raises KeyError('step'): every resume of a run
+  with `parallel.distributed_optimizer=true` and torch's Adam fails. Keys the checkpoint does
+  not carry are now left as the optimizer's own `load_state_dict` set them.
+* Same path, same versions: `DistributedOptimizer.load_state_dict` gives every parameter's
+  state one shared "step" tensor; torch's Adam increments each parameter's step in place, so
+  after a resume the step count (and Adam's bias correction) advances once per parameter per
+  iteration. Each parameter now gets its own copy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+_installed = False
+
+
+class _MissingAsNone(dict):
+    """A state dict whose absent keys read as None (megatron skips non-tensor entries)."""
+
+    def __missing__(self, key):
+        return None
+
+
+def _fix_distopt_step_on_load() -> None:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    @functools.wraps(original)
+    def set_states(self, model_param, tensors):
+        return original(self, model_param, _MissingAsNone(tensors))
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+
+
+def _fix_distopt_shared_step() -> None:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer.load_state_dict
+
+    @functools.wraps(original)
+    def load_state_dict(self, state_dict):
+        result = original(self, state_dict)
+        for state in self.optimizer.state.values():
+            if "step" in state:
+                state["step"] = state["step"].clone()
+        return result
+
+    DistributedOptimizer.load_state_dict = load_state_dict
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _fix_distopt_step_on_load()
+    _fix_distopt_shared_step()
+    _installed = True
