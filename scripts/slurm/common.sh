@@ -8,12 +8,17 @@
 #   3. MASTER_ADDR / MASTER_PORT from the job's node list and id;
 #   4. `srun` one alia-train task per GPU (rank, world and local rank come from SLURM_PROCID,
 #      SLURM_NTASKS and SLURM_LOCALID), Hydra overrides passed through;
-#   5. SIGUSR1 (sent by Slurm --signal=B:USR1@<grace> to this batch shell only) is forwarded to
-#      the srun step: the training saves a checkpoint at the next step boundary and exits with
-#      75 (EXIT_RESUME). SIGTERM (time limit, preemption) reaches the tasks from Slurm itself;
-#      the shell only survives it to requeue;
-#   6. on 75 the job requeues itself (`scontrol requeue`): the requeued run resumes from the
-#      run directory's latest checkpoint.
+#   5. signals (docs/cluster.md, "Signals"): SIGUSR1 (Slurm's --signal=B:USR1@<grace>, sent to
+#      this batch shell only) is forwarded to the srun step: the training saves a checkpoint at
+#      the next step boundary and exits with 75 (EXIT_RESUME). A USR1 that comes before the
+#      step has started is handed to it in ALIA_STOP_SIGNAL; one in the step's first
+#      ALIA_SIGNAL_SETTLE_S seconds is forwarded once they are over, when the tasks have their
+#      handlers. SIGTERM (scancel, the time limit, preemption) reaches every process of the
+#      step from Slurm itself and is not forwarded (srun would abort the step): the training
+#      saves a checkpoint if there is time and exits with 143 (EXIT_STOPPED);
+#   6. on 75 the job requeues itself (`scontrol requeue`), unless this shell got SIGTERM (a
+#      cancelled job stays cancelled): the requeued run resumes from the run directory's
+#      latest checkpoint.
 #
 # Knobs (environment):
 #   ALIA_SITE_SETUP   file sourced for modules / venv (site setup block)
@@ -23,10 +28,13 @@
 #                     (default: marenostrum5)
 #   ALIA_REQUEUE      1 (default): requeue on exit 75; 0: leave resuming to a singleton chain
 #   ALIA_MAX_REQUEUES stop requeueing after this many restarts (default 100)
+#   ALIA_SIGNAL_SETTLE_S  hold a USR1 that comes this soon after the step started, until the
+#                     tasks have installed their handlers (default 20)
 
 set -euo pipefail
 
-readonly ALIA_EXIT_RESUME=75
+readonly ALIA_EXIT_RESUME=75  # checkpoint saved on USR1: requeue
+readonly ALIA_EXIT_STOPPED=143 # checkpoint saved on TERM: stop for good
 
 alia_log() {
   printf '[alia-slurm %s] %s\n' "$(date '+%F %T')" "$*"
@@ -45,6 +53,19 @@ alia_site_setup() {
     source "$ALIA_SITE_SETUP"
   fi
   # ======================== END SITE SETUP ================================================
+  alia_checkout_venv
+}
+
+# Without a site setup, use the checkout's own .venv (what scripts/setup.sh creates) when
+# alia-train is not on PATH: `sbatch scripts/slurm/train_2b.sh` works from a fresh checkout.
+alia_checkout_venv() {
+  local venv
+  venv="$(cd -- "$ALIA_SLURM_DIR/../.." && pwd)/.venv"
+  if [[ -z ${ALIA_CONTAINER:-} && -z ${ALIA_TRAIN_CMD:-} && -x $venv/bin/alia-train ]] &&
+    ! command -v alia-train >/dev/null; then
+    alia_log "alia-train is not on PATH: using the checkout's $venv"
+    export PATH="$venv/bin:$PATH"
+  fi
 }
 
 alia_environment() {
@@ -101,16 +122,47 @@ alia_hydra_args() {
 }
 
 ALIA_STEP_PID=
+ALIA_STEP_STARTED=
 ALIA_PENDING_SIGNAL=
+ALIA_GOT_TERM=0
 
+# Trapped SIGTERM (scancel, the time limit, preemption): Slurm sends it to every process of the
+# job itself. Not forwarded: srun takes SIGTERM as "abort the step", and a second one as "kill
+# it now" (SIGKILL, no checkpoint).
+alia_note_term() {
+  ALIA_GOT_TERM=1
+  alia_log "got SIGTERM (scancel, time limit or preemption): the training saves a checkpoint if there is time and stops; no requeue"
+}
+
+# Trapped SIGUSR1: forwarded to the srun step (srun passes it to every process of the step).
 alia_forward_signal() {
   local sig=$1
-  alia_log "got SIG$sig: asking the training to checkpoint at the next step and stop"
-  if [[ -n $ALIA_STEP_PID ]]; then
-    kill -s "$sig" "$ALIA_STEP_PID" 2>/dev/null || true
-  else
-    ALIA_PENDING_SIGNAL=$sig # arrived before srun started: forwarded once it has
+  alia_log "got SIG$sig: asking the training to checkpoint at the next step boundary, then requeue"
+  if [[ -z $ALIA_STEP_PID ]]; then
+    # Before the step: handed to it in its environment (ALIA_STOP_SIGNAL), no signal needed.
+    ALIA_PENDING_SIGNAL=$sig
+    return 0
   fi
+  alia_signal_step "$sig"
+}
+
+alia_signal_step() {
+  local sig=$1 age settle=${ALIA_SIGNAL_SETTLE_S:-20}
+  age=$((SECONDS - ALIA_STEP_STARTED))
+  if ((age < settle)); then
+    # The tasks may not have their handlers yet, and would die of the signal.
+    alia_log "the step started ${age}s ago: forwarding SIG$sig in $((settle - age))s, once the tasks can take it"
+    sleep "$((settle - age))"
+  fi
+  kill -s "$sig" "$ALIA_STEP_PID" 2>/dev/null || true
+}
+
+# Slurm's KillWait (seconds between SIGTERM and SIGKILL): the training warns when its saves
+# take longer. Best effort.
+alia_kill_wait() {
+  local seconds
+  seconds=$(scontrol show config 2>/dev/null | awk '$1 == "KillWait" {print $3}') || true
+  [[ -z $seconds ]] || export ALIA_KILL_WAIT_S=$seconds
 }
 
 # Waits for the srun step; a trapped signal interrupts `wait` (status > 128) while the step runs
@@ -135,6 +187,10 @@ alia_wait_step() {
 
 alia_requeue() {
   local restarts=${SLURM_RESTART_COUNT:-0} max=${ALIA_MAX_REQUEUES:-100}
+  if ((ALIA_GOT_TERM)); then
+    alia_log "checkpoint saved; not requeueing: this job got SIGTERM (cancelled, timed out or preempted)"
+    return "$ALIA_EXIT_RESUME"
+  fi
   if [[ ${ALIA_REQUEUE:-1} != 1 ]]; then
     alia_log "checkpoint saved; ALIA_REQUEUE=${ALIA_REQUEUE}: leaving the resume to the next job of the chain"
     return 0
@@ -152,11 +208,15 @@ alia_requeue() {
 }
 
 alia_slurm_main() {
+  # Traps first: a USR1 or TERM during the set-up must not kill this shell.
+  trap 'alia_forward_signal USR1' USR1
+  trap alia_note_term TERM
   : "${ALIA_MODEL:?the train_*.sh script sets ALIA_MODEL}"
   : "${SLURM_JOB_ID:?run me with sbatch}"
   alia_site_setup
   alia_environment
   alia_rendezvous
+  alia_kill_wait
   alia_hydra_args "$@"
 
   local launcher=() train_cmd=()
@@ -169,23 +229,35 @@ alia_slurm_main() {
   local cmd=("${launcher[@]}" "${train_cmd[@]}" "${ALIA_ARGS[@]}")
   alia_log "command: ${cmd[*]}"
 
-  trap 'alia_forward_signal USR1' USR1
-  # Slurm sends SIGTERM to every task itself (time limit, preemption); forwarding it too would
-  # be the tasks' second signal, on which they exit at once without a checkpoint.
-  trap 'alia_log "got SIGTERM: the tasks have it from Slurm too; waiting for their checkpoint"' TERM
-  # --kill-on-bad-exit=0: ranks leaving with 75 must not have srun kill the others (srun would
-  # then report a signal instead of 75). --wait bounds a hang after one rank has ended.
+  if ((ALIA_GOT_TERM)); then
+    alia_log "not starting the training: the job got SIGTERM first"
+    return "$ALIA_EXIT_STOPPED"
+  fi
+  if [[ -n $ALIA_PENDING_SIGNAL ]]; then
+    alia_log "passing SIG$ALIA_PENDING_SIGNAL (received before the step started) to the training"
+    export ALIA_STOP_SIGNAL=$ALIA_PENDING_SIGNAL
+  fi
+  # --kill-on-bad-exit=0: ranks leaving with 75 after a checkpoint must not have srun kill the
+  # others (srun would then report a signal instead of 75). --wait bounds a hang after one rank
+  # has ended.
+  ALIA_STEP_STARTED=$SECONDS
   srun --kill-on-bad-exit=0 --wait=300 --cpu-bind=none "${cmd[@]}" &
   ALIA_STEP_PID=$!
-  if [[ -n $ALIA_PENDING_SIGNAL ]]; then
-    alia_forward_signal "$ALIA_PENDING_SIGNAL"
+  # A signal trapped after the export above but before ALIA_STEP_PID was set.
+  if [[ -n $ALIA_PENDING_SIGNAL && $ALIA_PENDING_SIGNAL != "${ALIA_STOP_SIGNAL:-}" ]]; then
+    alia_signal_step "$ALIA_PENDING_SIGNAL"
   fi
   alia_wait_step "$ALIA_STEP_PID"
   alia_log "training step ended with exit code $ALIA_STEP_RC"
 
-  if ((ALIA_STEP_RC == ALIA_EXIT_RESUME)); then
-    alia_requeue && return 0
-    return "$ALIA_EXIT_RESUME"
-  fi
+  case $ALIA_STEP_RC in
+    "$ALIA_EXIT_RESUME")
+      alia_requeue && return 0
+      return "$ALIA_EXIT_RESUME"
+      ;;
+    "$ALIA_EXIT_STOPPED")
+      alia_log "the training stopped on SIGTERM (after its checkpoint, if it had started training); not requeueing: resubmit the same command to continue"
+      ;;
+  esac
   return "$ALIA_STEP_RC"
 }

@@ -1,11 +1,12 @@
 #!/bin/bash
 # Pretrain salamandra-7b (TP4 + SP, GBS 512 x 8192) on 128 nodes of 4 GPUs: the published layout.
-#   mkdir -p logs
 #   SBATCH_ACCOUNT=<project> SBATCH_PARTITION=acc SBATCH_QOS=acc_xehpc \
 #     sbatch scripts/slurm/train_7b.sh [Hydra overrides, e.g. train.steps=1000 data=my_mix]
 # Submit from the alia-train checkout (or set ALIA_HOME). Account, partition and QoS are never
 # written here: sbatch takes them from SBATCH_ACCOUNT / SBATCH_PARTITION / SBATCH_QOS or -A/-p/-q.
-# Any header can be overridden on the sbatch command line (--nodes, --time, ...).
+# Any header can be overridden on the sbatch command line (--nodes, --time, ...). The log goes
+# to <job name>-<job id>.out in the submit directory (Slurm creates no directories: for
+# --output=logs/%x-%j.out, mkdir logs first).
 # See docs/cluster.md (signals, requeue, the run-directory lock, alia-plan).
 #SBATCH --job-name=alia-7b
 #SBATCH --nodes=128
@@ -17,7 +18,7 @@
 #SBATCH --signal=B:USR1@600
 #SBATCH --requeue
 #SBATCH --open-mode=append
-#SBATCH --output=logs/%x-%j.out
+#SBATCH --output=%x-%j.out
 
 ALIA_MODEL=salamandra_7b
 

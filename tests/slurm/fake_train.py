@@ -12,7 +12,7 @@ from pathlib import Path
 state = Path(os.environ["SLURM_STANDIN_STATE"])
 rank = int(os.environ["SLURM_PROCID"])
 restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-keys = [k for k in os.environ if k.startswith(("SLURM_", "MASTER_", "NCCL_", "CUDA_", "TORCH_", "WANDB_", "HF_", "TRANSFORMERS_"))]
+keys = [k for k in os.environ if k.startswith(("SLURM_", "ALIA_", "MASTER_", "NCCL_", "CUDA_", "TORCH_", "WANDB_", "HF_", "TRANSFORMERS_"))]
 record = {"argv": sys.argv[1:], "env": {k: os.environ[k] for k in keys}}
 (state / f"fake-{rank}-{restart}.json").write_text(json.dumps(record))
 ckpt = state / "fake-checkpoint"

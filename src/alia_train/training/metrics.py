@@ -1,8 +1,9 @@
 """Where step metrics go: metrics.jsonl (always), the console, W&B and TensorBoard (optional).
 
-Only global rank 0 writes. metrics.jsonl is append-only across restarts; a resumed run may
-repeat the steps after its last checkpoint, and readers keep the last record of each step
-(`read_metrics`).
+Only global rank 0 writes. metrics.jsonl grows across restarts with each step once: a run
+that resumes from the checkpoint of step S first drops the records past S (written by the run
+that died or stopped before saving them; the resumed run writes them again). `read_metrics`
+still keeps the last record of each step, for files written before that rule.
 """
 
 from __future__ import annotations
@@ -88,19 +89,57 @@ class Console:
             self.stream.flush()
 
 
+def _parse(line: bytes) -> dict | None:
+    """The record of one metrics.jsonl line, or None for a damaged one (a killed run's half
+    line)."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def drop_records_after(path: Path, step: int) -> int:
+    """Remove the records of steps after `step`, and damaged lines, from metrics.jsonl
+    (atomically: a temporary file renamed over it). Returns how many records were dropped."""
+    if not path.exists():
+        return 0
+    kept: list[bytes] = []
+    dropped = damaged = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rec = _parse(line)
+            if rec is None:
+                damaged += 1
+            elif isinstance(rec.get("step"), int) and rec["step"] > step:
+                dropped += 1
+            else:
+                kept.append(line)
+    if dropped or damaged:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return dropped
+
+
 class MetricsSink:
-    def __init__(self, run_dir: str, console: Console, trackers: list):
+    def __init__(self, run_dir: str, console: Console, trackers: list, resume_step: int = 0):
+        """`resume_step`: the step the run resumed at (0 for a fresh start); records of later
+        steps are dropped, the resumed run writes them again."""
         self.path = Path(run_dir) / "metrics.jsonl"
         self.console = console
         self.trackers = trackers
-        # A killed run may have left half a line: end it so the next record stays whole.
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                ends_with_newline = f.read(1) == b"\n"
-            if not ends_with_newline:
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write("\n")
+        self.dropped = drop_records_after(self.path, resume_step)
+        if self.dropped:
+            console.message(f"[alia-train] metrics.jsonl: dropped {self.dropped} record(s) past step "
+                            f"{resume_step}; they are logged again as those steps are redone")
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, rec: dict, show: bool = True) -> None:
