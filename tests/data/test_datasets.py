@@ -162,11 +162,9 @@ def test_separate_validation_sources_and_multiplier_overrides(megatron_dist, sha
 
 def test_shipped_sample_corpus_is_prepared_and_reused(megatron_dist, tmp_path):
     from alia_train.data.datasets import build_datasets
-    from alia_train.data.sample import sample_corpus_dir, sample_tokenizer_path
+    from alia_train.data.sample import sample_corpus_dir
     from alia_train.data.tokenizer import load_tokenizer
 
-    if not (sample_corpus_dir() / "README.md").is_file() or not sample_tokenizer_path().is_file():
-        pytest.skip("the sample corpus / sample tokenizer are not in the tree yet")
     tok = load_tokenizer(None)
     cfg = _cfg(tmp_path, [])
     b = build_datasets(cfg, tok, train_samples=256, valid_samples=8)
@@ -180,14 +178,34 @@ def test_shipped_sample_corpus_is_prepared_and_reused(megatron_dist, tmp_path):
 
 
 def test_shards_of_another_tokenizer_are_refused(megatron_dist, corpus_dir, tokenizer, tmp_path):
+    from alia_train.data.checks import DataSourceError
     from alia_train.data.datasets import build_datasets
     from alia_train.data.sample import sample_tokenizer_path
     from alia_train.data.tokenize import TokenizeOptions, tokenize
 
-    if not sample_tokenizer_path().is_file():
-        pytest.skip("the sample tokenizer is not in the tree yet")
     stats = tokenize(TokenizeOptions([str(corpus_dir / "eu.jsonl")], str(sample_tokenizer_path()),
                                      str(tmp_path / "s"), workers=0, progress=False))
     cfg = _cfg(tmp_path, [DataSource(stats["outputs"]["eu"]["path"], "eu")])
-    with pytest.raises(ValueError, match="was tokenized with .*tokenizer.model"):
+    with pytest.raises(DataSourceError, match="was tokenized with .*tokenizer.model"):
         build_datasets(cfg, tokenizer, train_samples=10, valid_samples=0)
+
+
+def test_shards_rewritten_in_place_get_fresh_index_caches(megatron_dist, tokenizer, tmp_path):
+    """Megatron keys its index caches by path, seed, lengths and tokenizer, not by content:
+    shards re-tokenized under the same prefix (--force) must not reuse the old indices."""
+    from alia_train.data.datasets import build_datasets
+
+    rng = np.random.default_rng(1)
+    prefix = tmp_path / "s" / "c_eu"
+    prefix.parent.mkdir()
+    cfg = _cfg(tmp_path, [DataSource(str(prefix), "eu")], split="100,0,0")
+    _write_shard(prefix, 2, 30_000, rng)
+    build_datasets(cfg, tokenizer, train_samples=2000, valid_samples=0)
+    _write_shard(prefix, 3, 6_000, rng)  # fewer documents, other tokens, same path
+    again = build_datasets(cfg, tokenizer, train_samples=2000, valid_samples=0)
+    fresh = build_datasets(_cfg(tmp_path / "other", cfg.data.sources, split="100,0,0"), tokenizer,
+                           train_samples=2000, valid_samples=0)
+    for i in (0, 1, 999, 1999):
+        tokens = again.train[i]["tokens"].numpy()
+        assert (tokens == fresh.train[i]["tokens"].numpy()).all()
+        assert (_lang_of_token(tokens[tokens != EOD], list(LANG_TOKENS)) == 3).all()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from alia_train.data.tokenizer_train import SPACE, language_quotas, settings_path, split_pieces
+from alia_train.data.sample import sample_tokenizer_path
+from alia_train.data.tokenizer import load_tokenizer
+from alia_train.data.tokenizer_train import SPACE, language_quotas, read_settings, settings_path, split_pieces
 
 USER_DEFINED, CONTROL, BYTE = pb.ModelProto.SentencePiece.USER_DEFINED, pb.ModelProto.SentencePiece.CONTROL, \
     pb.ModelProto.SentencePiece.BYTE
@@ -72,6 +75,23 @@ def test_settings_record(tokenizer_path):
     assert langs["es"]["sampled_share"] < langs["es"]["natural_share"]
 
 
+def test_settings_file_is_not_named_like_a_hugging_face_tokenizer(tokenizer_path, tmp_path):
+    assert settings_path(str(tokenizer_path)) == str(tokenizer_path.with_suffix("")) + ".settings.json"
+    assert not tokenizer_path.with_suffix(".json").exists()  # `tokenizer.json` means HF's format
+    assert read_settings(str(tokenizer_path))["sha256"] == load_tokenizer(tokenizer_path).sha256
+    # The shipped sample tokenizer carries its record under the new name.
+    sample = sample_tokenizer_path()
+    assert read_settings(str(sample))["sha256"] == load_tokenizer(sample).sha256
+    assert not sample.with_suffix(".json").exists()
+    # Records written before the rename (`tok.json`) are still read; an HF tokenizer.json is not one.
+    legacy = tmp_path / "tok.model"
+    legacy.write_bytes(tokenizer_path.read_bytes())
+    legacy.with_suffix(".json").write_text(Path(settings_path(str(tokenizer_path))).read_text())
+    assert read_settings(str(legacy))["trainer"]["vocab_size"] == 600
+    legacy.with_suffix(".json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))
+    assert read_settings(str(legacy)) is None
+
+
 def test_language_quotas_temperature():
     avail = {"big": 900, "small": 100}
     assert language_quotas(avail, 1.0, 10**9) == {"big": 900, "small": 100}
@@ -90,3 +110,33 @@ def test_split_pieces_respects_the_byte_limit():
     assert "".join(pieces) == doc
     assert all(len(p.encode()) <= 64 for p in pieces)
     assert split_pieces("short", 64) == ["short"]
+
+
+def test_a_full_disk_or_a_too_small_vocabulary_is_one_line(tmp_path, corpus_dir):
+    """Real processes: the model written to a full 16 KiB tmpfs (root only; else the check is
+    skipped) and a vocabulary too small for the text's characters."""
+    import os
+    import subprocess
+    import sys
+
+    def train(out, vocab):
+        return subprocess.run([sys.executable, "-m", "alia_train.cli.data", "tokenizer", "train", "--input",
+                               str(corpus_dir / "eu.jsonl"), "--output", str(out), "--vocab-size", str(vocab),
+                               "--threads", "1"], capture_output=True, text=True, timeout=120)
+
+    small = train(tmp_path / "s.model", 300)
+    assert small.returncode == 2 and "raise --vocab-size" in small.stderr.splitlines()[-1], small.stderr
+    full = tmp_path / "full"
+    full.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (full / "filler").write_bytes(bytes(8192))
+        proc = train(full / "t.model", 600)
+        left = sorted(p.name for p in full.iterdir())
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"alia-data: error: cannot write {full / 't.model'}: No space")
+    assert left == ["filler"]  # no model, no temporary

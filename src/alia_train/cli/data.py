@@ -16,14 +16,25 @@ from alia_train.data.progress import human
 
 
 def _float_int(text: str) -> int:
-    return int(float(text))  # accepts 1e9
+    try:
+        return int(float(text))  # accepts 1e9
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a number like 1e9, got {text!r}") from None
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes in one line and exit 2, like every other alia-data error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"alia-data: error: {message}; see `{self.prog} --help`\n")
 
 
 def _add_tokenizer_train(sub) -> None:
     p = sub.add_parser("train", help="train a SentencePiece BPE tokenizer with Salamandra's settings",
                        description="Train a SentencePiece BPE tokenizer (byte fallback, split digits, "
                        "NFC, whitespace-run pieces, control and reserved tokens) on text sampled per "
-                       "language with a temperature; writes MODEL and its settings record MODEL.json.")
+                       "language with a temperature; writes MODEL and its settings record "
+                       "MODEL_STEM.settings.json.")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR")
     p.add_argument("--output", required=True, metavar="MODEL", help="path of the .model to write")
     p.add_argument("--vocab-size", type=_float_int, default=256_000)
@@ -64,15 +75,19 @@ def _add_mixture(sub) -> None:
     p = sub.add_parser("mixture", help="show the language mixture a data config gives",
                        description="CONFIG: a YAML file of data config fields (configs/data/*.yaml style, "
                        "or a run config with a data: section) and/or PREFIX.stats.json files from "
-                       "`alia-data tokenize`; key=value overrides (Hydra style) follow, e.g. multipliers.eu=3.")
+                       "`alia-data tokenize`; key=value overrides (Hydra style) follow, e.g. multipliers.eu=3. "
+                       "data=NAME reads the data group file NAME (packaged, or DIR/data/NAME.yaml with --config-dir DIR).")
     p.add_argument("config", nargs="+", metavar="CONFIG_OR_OVERRIDE")
+    from alia_train.cli.config_dirs import add_config_dir_option
+
+    add_config_dir_option(p)
     p.add_argument("--tokens", type=float, default=None,
                    help="tokens the training run will see (default: the corpus size)")
     p.add_argument("--max-epochs", type=float, default=4.0, help="warn above this many repetitions (default 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alia-data", description=__doc__.split("\n\n")[0])
+    parser = _OneLineParser(prog="alia-data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     tok = sub.add_parser("tokenizer", help="tokenizer commands")
     _add_tokenizer_train(tok.add_subparsers(dest="action", required=True))
@@ -128,8 +143,11 @@ def _cmd_mixture(a) -> int:
     from alia_train.data.config_io import load_data_config
     from alia_train.data.mixture import format_plan, plan_mixture, resolve_path
 
-    files = [c for c in a.config if "=" not in c]
-    overrides = [c for c in a.config if "=" in c]
+    from alia_train.config.load import group_file
+
+    groups = [c for c in a.config if c.startswith("data=")]  # a data group, as alia-train's data=NAME
+    files = [c for c in a.config if "=" not in c] + [str(group_file("data", g[5:], a.config_dirs)) for g in groups]
+    overrides = [c for c in a.config if "=" in c and c not in groups]
     if not files:
         raise ValueError("mixture: give a data config (YAML) or PREFIX.stats.json files")
     data = load_data_config(files, overrides)
@@ -156,11 +174,20 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tokenize(args)
         return _cmd_mixture(args)
     except KeyboardInterrupt:
-        print("alia-data: interrupted; nothing was left under a final name", file=sys.stderr)
+        print("alia-data: interrupted; no partly written set was published", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as e:  # our errors derive from ValueError
-        print(f"alia-data: error: {e}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError) as e:  # our errors derive from ValueError
+        print(f"alia-data: error: {error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def error_line(e: Exception) -> str:
+    """One line for a user's mistake: our messages as they are, OS errors with their file."""
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

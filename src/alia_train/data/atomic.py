@@ -15,23 +15,22 @@ def tmp_name(final: str | os.PathLike) -> str:
     return f"{os.fspath(final)}.tmp-{socket.gethostname()}-{os.getpid()}"
 
 
-def fsync_replace(tmp: str, final: str) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
-def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary, fsync, rename over `final`: a crash leaves old or new."""
     tmp = tmp_name(final)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(final, text.encode("utf-8"))
 
 
 def write_json_atomic(final: str | os.PathLike, obj) -> None:
@@ -67,3 +66,30 @@ def _alive(pid: int) -> bool:
 
 def ensure_parent(path: str | os.PathLike) -> None:
     Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
+
+
+class OutputPathError(ValueError):
+    """An output path whose directory cannot be created or written; the message says why."""
+
+
+def make_writable_parent(path: str | os.PathLike, option: str) -> str:
+    """Create the directory of `path` (an output named by `option`) and return it; raise
+    OutputPathError, naming the obstacle, when it cannot be created or written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        ensure_parent(path)
+    except OSError as e:
+        blocker = _existing_file_above(parent)
+        why = f"{blocker} is a file, not a directory" if blocker else e.strerror
+        raise OutputPathError(f"{option} {path}: cannot create {parent} ({why}); choose another path") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"{option} {path}: {parent} is not writable (read-only?); choose another path")
+    return parent
+
+
+def _existing_file_above(path: str) -> str | None:
+    while path and path != os.path.dirname(path):
+        if os.path.isfile(path):
+            return path
+        path = os.path.dirname(path)
+    return None

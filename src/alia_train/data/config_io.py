@@ -14,7 +14,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alia_train.config.messages import RETIRED_KEYS
 from alia_train.config.schema import Config, DataConfig
+from alia_train.data.manifest import PUBLISHING
 
 
 class DataConfigError(ValueError):
@@ -22,12 +24,19 @@ class DataConfigError(ValueError):
 
 
 def sources_from_stats(path: str) -> list[dict]:
+    if not Path(path).is_file():
+        raise DataConfigError(f"stats file {path}: no such file")
     try:
         stats = json.loads(Path(path).read_text(encoding="utf-8"))
-        outputs = stats["outputs"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise DataConfigError(f"{path}: not a stats file written by alia-data tokenize ({e})") from None
-    return [{"path": o["path"], "lang": lang} for lang, o in sorted(outputs.items())]
+    if isinstance(stats, dict) and stats.get("state") == PUBLISHING:
+        raise DataConfigError(f"{path}: alia-data tokenize was stopped while publishing this shard set; "
+                              "run the same alia-data tokenize command again")
+    try:
+        return [{"path": o["path"], "lang": lang} for lang, o in sorted(stats["outputs"].items())]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataConfigError(f"{path}: not a stats file written by alia-data tokenize (no outputs: {e})") from None
 
 
 def _data_section(path: str) -> dict:
@@ -53,6 +62,9 @@ def load_data_config(paths: list[str], overrides: list[str] | None = None) -> Da
     sources: list = []
     for p in paths:
         section = _data_section(p)
+        for retired in RETIRED_KEYS:  # still in config.yaml files of older runs
+            if retired.startswith("data."):
+                section.pop(retired.removeprefix("data."), None)
         sources += list(section.pop("sources", []) or [])
         data.update(section)
     if sources:

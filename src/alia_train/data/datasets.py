@@ -13,7 +13,7 @@ carved out of each source by `data.split` ("train,valid,test" percentages of doc
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from alia_train.config.schema import Config, DataSource
+from alia_train.data.checks import check_source, check_sources
+from alia_train.data.manifest import content_identity
 from alia_train.data.mixture import MixturePlan, plan_mixture, resolve_path, source_tokens
 from alia_train.data.sample import prepare_sample_sources
 
@@ -78,33 +80,9 @@ def resolve_sources(cfg: Config, tokenizer) -> tuple[list[DataSource], list[Data
     valid = [DataSource(resolve_path(s.path), s.lang, s.multiplier) for s in data.valid_sources]
     if not sources:
         if not data.use_sample:
-            raise ValueError("data.sources is empty and data.use_sample is false: no training data")
+            check_sources(cfg, tokenizer)  # raises: says what to set
         sources = prepare_sample_sources(data.cache_dir, tokenizer)
     return sources, valid
-
-
-def check_source_tokenizer(source: DataSource, tokenizer) -> None:
-    """Refuse shards made with another tokenizer, when their stats file says so."""
-    from alia_train.data.indexed import read_index_info
-
-    info = read_index_info(source.path)
-    if info.dtype == np.uint16 and tokenizer.vocab_size > 65536:
-        raise ValueError(f"source {source.path}: 16-bit tokens, but the tokenizer has {tokenizer.vocab_size} pieces")
-    suffix = f"_{source.lang}"
-    if not source.path.endswith(suffix):
-        return
-    stats_file = source.path[: -len(suffix)] + ".stats.json"
-    try:
-        with open(stats_file, encoding="utf-8") as f:
-            made_with = json.load(f)["tokenizer"]
-    except (OSError, ValueError, KeyError):
-        return
-    if made_with.get("sha256") not in (None, tokenizer.sha256):
-        raise ValueError(
-            f"source {source.path} was tokenized with {made_with.get('path')} "
-            f"(sha256 {made_with['sha256'][:12]}), not with data.tokenizer {tokenizer.path} "
-            f"(sha256 {tokenizer.sha256[:12]}): set data.tokenizer or re-tokenize"
-        )
 
 
 def _split_vector(split: str) -> list[float]:
@@ -128,6 +106,14 @@ def _doc_range(documents: int, split: list[float], which: int) -> tuple[int, int
 # Building
 
 
+def _index_cache_dir(cache_dir: str, paths: list[str]) -> str:
+    """Megatron keys its cached indices by path, seed, lengths and tokenizer, not by content:
+    one directory per content of the blended shards keeps shards re-tokenized in place
+    (`alia-data tokenize --force`) from being read through indices built for the old ones."""
+    digest = hashlib.sha256("\n".join(content_identity(p) for p in sorted(paths)).encode()).hexdigest()
+    return os.path.join(cache_dir, "index_cache", digest[:16])
+
+
 def _gpt_config(cfg: Config, tokenizer, blend, split: str, matrix_keep: int | None):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
@@ -136,7 +122,7 @@ def _gpt_config(cfg: Config, tokenizer, blend, split: str, matrix_keep: int | No
         sequence_length=cfg.train.seq_length,
         blend=blend,
         split=split,
-        path_to_cache=os.path.join(cfg.data.cache_dir, "index_cache"),
+        path_to_cache=_index_cache_dir(cfg.data.cache_dir, blend[0]),
         tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
@@ -186,9 +172,9 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
     if train_samples <= 0:
         raise ValueError(f"train_samples must be positive (got {train_samples})")
     sources, valid_sources = resolve_sources(cfg, tokenizer)
-    counts = {s.path: source_tokens(s.path) for s in sources + valid_sources}
     for s in sources + valid_sources:
-        check_source_tokenizer(s, tokenizer)
+        check_source(s.path, tokenizer)
+    counts = {s.path: source_tokens(s.path) for s in sources + valid_sources}
     carve = not valid_sources
     split = _split_vector(cfg.data.split) if carve else None
     data = cfg.data

@@ -71,11 +71,13 @@ _sp: spm.SentencePieceProcessor | None = None
 _cfg: WorkerConfig | None = None
 
 
-def init_worker(model_proto: bytes, cfg: WorkerConfig) -> None:
+def init_worker(model_proto: bytes, cfg: WorkerConfig, in_pool: bool = True) -> None:
     global _sp, _cfg
-    # The parent owns interruption: Ctrl-C and SIGTERM there terminate the pool cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if in_pool:
+        # The parent owns interruption: Ctrl-C and SIGTERM there terminate the pool cleanly.
+        # (Not when encoding in the parent itself: it keeps its own handlers.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(model_proto)
     _sp, _cfg = sp, cfg

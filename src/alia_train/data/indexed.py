@@ -78,6 +78,17 @@ class IndexInfo:
 def read_index_info(prefix: str | os.PathLike) -> IndexInfo:
     """Document and token counts of `PREFIX.idx` (reads the header and the length array)."""
     path = idx_path(prefix)
+    dtype, n_seq, n_doc = _read_header(path)
+    tokens = 0
+    if n_seq:
+        lengths = np.memmap(path, dtype=np.int32, mode="r", offset=_HEADER_SIZE, shape=(n_seq,))
+        tokens = int(lengths.sum(dtype=np.int64))
+        del lengths
+    return IndexInfo(path=path, dtype=dtype, documents=n_doc - 1, tokens=tokens)
+
+
+def _read_header(path: str) -> tuple[type, int, int]:
+    """(dtype, sequence count, document count) of an .idx; ValueError when it is not one."""
     with open(path, "rb") as f:
         head = f.read(_HEADER_SIZE)
     if len(head) < _HEADER_SIZE or head[:9] != INDEX_HEADER:
@@ -85,10 +96,38 @@ def read_index_info(prefix: str | os.PathLike) -> IndexInfo:
     version, code, n_seq, n_doc = struct.unpack("<QBQQ", head[9:])
     if version != INDEX_VERSION or code not in CODE_DTYPES:
         raise ValueError(f"{path}: unsupported index version {version} / dtype code {code}")
-    lengths = np.memmap(path, dtype=np.int32, mode="r", offset=_HEADER_SIZE, shape=(n_seq,))
-    tokens = int(lengths.sum(dtype=np.int64)) if n_seq else 0
-    del lengths
-    return IndexInfo(path=path, dtype=CODE_DTYPES[code], documents=n_doc - 1, tokens=tokens)
+    return CODE_DTYPES[code], n_seq, n_doc
+
+
+def pair_problem(prefix: str | os.PathLike) -> str | None:
+    """Why `PREFIX.bin` and `PREFIX.idx` are not one dataset, or None when they are.
+
+    Reads only the header and the last length and pointer: the .idx must have the size its
+    header implies and the .bin exactly the bytes its last document ends at, which a .bin from
+    one run beside an .idx from another almost never has.
+    """
+    path = idx_path(prefix)
+    try:
+        dtype, n_seq, n_doc = _read_header(path)
+        size = os.path.getsize(path)
+        bin_size = os.path.getsize(bin_path(prefix))
+    except (OSError, ValueError) as e:
+        return str(e)
+    want = _HEADER_SIZE + 12 * n_seq + 8 * n_doc
+    if size != want:
+        return f"{path}: {size} bytes, its header implies {want} (truncated or damaged)"
+    end = 0
+    if n_seq:
+        with open(path, "rb") as f:
+            f.seek(_HEADER_SIZE + 4 * (n_seq - 1))
+            (last_len,) = struct.unpack("<i", f.read(4))
+            f.seek(_HEADER_SIZE + 4 * n_seq + 8 * (n_seq - 1))
+            (last_ptr,) = struct.unpack("<q", f.read(8))
+        end = last_ptr + last_len * np.dtype(dtype).itemsize
+    if bin_size != end:
+        return (f"{bin_path(prefix)}: {bin_size} bytes, but {path} describes {end}: "
+                "the two files do not belong together")
+    return None
 
 
 def read_document_lengths(prefix: str | os.PathLike) -> np.ndarray:

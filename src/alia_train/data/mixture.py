@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from alia_train.config.schema import DataSource
-from alia_train.data.indexed import dataset_exists, read_index_info
+from alia_train.data.indexed import read_index_info
 
 REPEAT_WARNING_EPOCHS = 4.0
 
@@ -69,8 +69,11 @@ def multiplier_for(source: DataSource, multipliers: dict[str, float], default: f
 
 def source_tokens(path: str) -> tuple[int, int]:
     """(documents, tokens) of an indexed dataset prefix; a clear error when it is missing."""
-    if not dataset_exists(path):
-        raise MixtureError(f"source {path}: no indexed dataset there ({path}.bin / {path}.idx missing)")
+    from alia_train.data.checks import source_problem
+
+    problem = source_problem(path)
+    if problem is not None:
+        raise MixtureError(f"source {problem}")
     info = read_index_info(path)
     return info.documents, info.tokens
 
@@ -88,6 +91,8 @@ def plan_mixture(
     """
     if not sources:
         raise MixtureError("no data sources: list them under data.sources (path prefix + lang)")
+    if planned_tokens is not None and not planned_tokens > 0:
+        raise MixtureError(f"tokens to be seen must be positive (got {planned_tokens:g}); fix --tokens")
     rows = []
     for s in sources:
         mult = multiplier_for(s, multipliers, default_multiplier)

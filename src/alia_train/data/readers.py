@@ -122,9 +122,14 @@ def discover_inputs(paths: list[str]) -> list[InputFile]:
                         found.append(item)
         if len(found) == before:
             raise InputError(f"input {raw}: directory holds no .jsonl(.gz/.zst), .parquet or HF dataset")
+    seen: set[str] = set()
     for item in found:
         if item.kind != "hf" and not os.access(item.path, os.R_OK):
             raise InputError(f"input {item.path}: not readable")
+        real = os.path.realpath(item.path)
+        if real in seen:  # e.g. `--input dir dir/a.jsonl`: its documents would count twice
+            raise InputError(f"input {item.path}: given twice (directly and/or through a directory); list it once")
+        seen.add(real)
     return found
 
 
@@ -168,6 +173,14 @@ def _open_text_stream(item: InputFile) -> tuple[IO[bytes], _CountingReader]:
     return raw, raw  # type: ignore[return-value]
 
 
+def _decoder_errors(item: InputFile) -> tuple[type[Exception], ...]:
+    if item.compression == ".zst":
+        import zstandard
+
+        return (zstandard.ZstdError,)
+    return ()
+
+
 def iter_jsonl_blobs(item: InputFile, chunk_bytes: int) -> Iterator[tuple[int, bytes, int]]:
     """Yield (first_line, blob of whole lines, compressed bytes consumed so far)."""
     stream, counter = _open_text_stream(item)
@@ -189,8 +202,9 @@ def iter_jsonl_blobs(item: InputFile, chunk_bytes: int) -> Iterator[tuple[int, b
             line += blob.count(b"\n")
         if buf:
             yield line, bytes(buf), counter.consumed
-    except (OSError, EOFError) as e:  # truncated gzip, corrupt zstd frame, ...
-        raise InputError(f"input {item.path}: cannot decompress/read after line {line} ({e})") from None
+    except (OSError, EOFError, *_decoder_errors(item)) as e:  # truncated gzip, corrupt zstd frame, ...
+        raise InputError(f"input {item.path}: cannot decompress/read after line {line} ({e}); "
+                         "check the file (truncated or corrupt?) or leave it out") from None
     finally:
         stream.close()
         counter.close()
@@ -251,14 +265,21 @@ def columnar_schema(item: InputFile) -> dict[str, str]:
 
 
 def _arrow_batches(item: InputFile, columns: list[str]):
-    if item.kind == "parquet":
-        import pyarrow.parquet as pq
+    """Record batches; a file that breaks while being read is an InputError naming it."""
+    try:
+        if item.kind == "parquet":
+            import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(item.path)
-        yield from pf.iter_batches(batch_size=1024, columns=columns)
-        return
-    for split in _hf_splits(item):
-        yield from split.with_format("arrow").iter(batch_size=1024)
+            pf = pq.ParquetFile(item.path)
+            yield from pf.iter_batches(batch_size=1024, columns=columns)
+            return
+        for split in _hf_splits(item):
+            yield from split.with_format("arrow").iter(batch_size=1024)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise InputError(f"input {item.path}: cannot read its records ({e}); "
+                         "check the file (truncated or corrupt?) or leave it out") from None
 
 
 def iter_records(
@@ -291,7 +312,10 @@ def _count_rows(item: InputFile) -> int:
     if item.kind == "parquet":
         import pyarrow.parquet as pq
 
-        return max(1, pq.ParquetFile(item.path).metadata.num_rows)
+        try:
+            return max(1, pq.ParquetFile(item.path).metadata.num_rows)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"input {item.path}: not a readable Parquet file ({e})") from None
     return max(1, sum(s.num_rows for s in _hf_splits(item)))
 
 

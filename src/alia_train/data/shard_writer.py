@@ -1,20 +1,24 @@
 """Per-language output shards of one tokenize run: `PREFIX_<lang>.bin` / `PREFIX_<lang>.idx`.
 
-Tokens stream into temporary files; `finalize` renames every .bin into place first and every
-.idx last, so an .idx under its final name always has its complete .bin beside it.
+Tokens stream into temporary files, hashed as they are written; `stage` completes them (the
+.idx files too) without renaming anything, and `publish.publish_set` puts the whole set in
+place under its manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 
-from alia_train.data.atomic import fsync_replace, tmp_name
+from alia_train.data.atomic import tmp_name
 from alia_train.data.encode_worker import LangPart
 from alia_train.data.indexed import bin_path, idx_path, write_index
+from alia_train.data.manifest import FileEntry, describe
+from alia_train.data.publish import StagedFile
 
 
 def shard_prefix(prefix: str, lang: str) -> str:
@@ -27,6 +31,7 @@ class _Shard:
     bin_tmp: str
     file: BinaryIO
     lengths: list[np.ndarray] = field(default_factory=list)
+    sha256: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     documents: int = 0
     tokens: int = 0
     nbytes: int = 0
@@ -47,7 +52,9 @@ class ShardSet:
             self._tmps.append(tmp)
             shard = self._shards[lang] = _Shard(prefix, tmp, open(tmp, "wb"))
         assert part.tokens.dtype == self.dtype
-        shard.file.write(memoryview(part.tokens))
+        view = memoryview(part.tokens).cast("B")
+        shard.file.write(view)
+        shard.sha256.update(view)
         shard.lengths.append(part.lengths)
         shard.documents += len(part.lengths)
         shard.tokens += len(part.tokens)
@@ -59,21 +66,25 @@ class ShardSet:
             for lang, s in sorted(self._shards.items())
         }
 
-    def finalize(self) -> dict[str, dict]:
-        idx_tmps = {}
-        for lang, s in self._shards.items():
+    def stage(self) -> tuple[list[StagedFile], dict[str, FileEntry]]:
+        """Complete every .bin and .idx under its temporary name (fsynced); rename nothing.
+
+        Returns the staged files and, by final file name, their sizes and SHA-256."""
+        staged: list[StagedFile] = []
+        entries: dict[str, FileEntry] = {}
+        for s in self._shards.values():
+            s.file.flush()
+            os.fsync(s.file.fileno())
             s.file.close()
             lengths = np.concatenate(s.lengths) if s.lengths else np.zeros(0, np.int32)
-            tmp = tmp_name(idx_path(s.prefix))
-            self._tmps.append(tmp)
-            write_index(tmp, lengths, self.dtype.type)
-            idx_tmps[lang] = tmp
-        for s in self._shards.values():
-            fsync_replace(s.bin_tmp, bin_path(s.prefix))
-        for lang, tmp in idx_tmps.items():
-            os.replace(tmp, idx_path(self._shards[lang].prefix))
-        self._tmps.clear()
-        return self.summary()
+            idx_tmp = tmp_name(idx_path(s.prefix))
+            self._tmps.append(idx_tmp)
+            write_index(idx_tmp, lengths, self.dtype.type)
+            for tmp, final, digest in ((s.bin_tmp, bin_path(s.prefix), s.sha256.hexdigest()),
+                                       (idx_tmp, idx_path(s.prefix), None)):
+                staged.append(StagedFile(tmp, final))
+                entries[os.path.basename(final)] = describe(tmp, digest)
+        return staged, entries
 
     def abort(self) -> None:
         for s in self._shards.values():

@@ -2,15 +2,20 @@
 
 Outputs of `--output-prefix PREFIX`:
     PREFIX_<lang>.bin / PREFIX_<lang>.idx   one indexed dataset per language
-    PREFIX.stats.json                       documents, tokens, bytes, skipped records by reason;
-                                            written last, it marks the run as finished.
+    PREFIX.data.yaml                        the shards as a data config
+    PREFIX.stats.json                       documents, tokens, bytes, skipped records by reason,
+                                            and the manifest of the set (every file's size and
+                                            SHA-256); renamed into place last (see publish.py).
 Everything checkable is checked before the first token is encoded (inputs exist and are
-readable, the tokenizer loads, the text/lang fields exist). A finished run with the same
-inputs, tokenizer and options is not redone.
+readable, the tokenizer loads, the text/lang fields exist, the output directory is usable).
+A finished run with the same inputs, tokenizer and options, whose files still match its
+manifest, is not redone.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -21,8 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alia_train.data import encode_worker as ew
-from alia_train.data.atomic import ensure_parent, remove_stale_tmps, write_json_atomic, write_text_atomic
-from alia_train.data.indexed import dataset_exists, token_dtype
+from alia_train.data.atomic import make_writable_parent, remove_stale_tmps
+from alia_train.data.indexed import token_dtype
+from alia_train.data.manifest import (
+    MANIFEST_VERSION,
+    is_publishing,
+    manifest_problem,
+    read_manifest,
+    stats_path,
+)
 from alia_train.data.progress import Progress
 from alia_train.data.readers import (
     InputError,
@@ -36,10 +48,11 @@ from alia_train.data.readers import (
     iter_records,
     peek_jsonl_keys,
 )
+from alia_train.data.publish import StagedFile, discard, publish_set, stage_text
 from alia_train.data.shard_writer import ShardSet, shard_prefix
 from alia_train.data.tokenizer import Tokenizer, load_tokenizer
 
-STATS_VERSION = 1
+STATS_VERSION = MANIFEST_VERSION
 DEFAULT_MAX_CHARS = 10_000_000
 DEFAULT_CHUNK_BYTES = 256 * 1024
 
@@ -65,21 +78,16 @@ class TokenizeOptions:
     progress: bool = True
 
 
-def stats_path(prefix: str) -> str:
-    return f"{prefix}.stats.json"
-
-
 def data_config_path(prefix: str) -> str:
     return f"{prefix}.data.yaml"
 
 
 def _data_config_yaml(tok: Tokenizer, outputs: dict) -> str:
-    """The shards as a data config (copy it to configs/data/NAME.yaml, train with data=NAME)."""
-    import json
-
+    """The shards as a data config group entry (DIR/data/NAME.yaml, then data=NAME)."""
     lines = [
         "# Written by `alia-data tokenize`: these shards as a data config. Copy it to",
-        "# configs/data/NAME.yaml and train with `data=NAME`; unlisted fields keep their defaults.",
+        "# DIR/data/NAME.yaml and train with `alia-train --config-dir DIR ... data=NAME`;",
+        "# unlisted fields keep their defaults.",
         f"tokenizer: {json.dumps(tok.path)}",
         "use_sample: false",
         "sources:" if outputs else "sources: []",
@@ -144,22 +152,56 @@ def _fingerprint(inputs: list[InputFile], tok: Tokenizer, opts: TokenizeOptions)
     }
 
 
-def finished_stats(prefix: str, fingerprint: dict | None = None) -> dict | None:
-    """The stats of a finished run at `prefix` (matching `fingerprint` if given), else None."""
-    import json
+def _same_request(a: object, b: dict) -> bool:
+    """Same inputs, tokenizer and options (the stats format version aside)."""
+    if not isinstance(a, dict):
+        return False
+    return {k: v for k, v in a.items() if k != "version"} == {k: v for k, v in b.items() if k != "version"}
 
+
+def finished_stats(prefix: str, fingerprint: dict | None = None, deep: bool = False) -> dict | None:
+    """The stats of a finished run at `prefix` whose files match its manifest (by size, and
+    by SHA-256 when `deep`), matching `fingerprint` if given; else None."""
     path = stats_path(prefix)
-    try:
-        with open(path, encoding="utf-8") as f:
-            stats = json.load(f)
-    except (OSError, ValueError):
+    stats = read_manifest(path)
+    if stats is None or manifest_problem(path, stats, deep) is not None:
         return None
-    if fingerprint is not None and stats.get("fingerprint") != fingerprint:
-        return None
-    outputs = stats.get("outputs", {})
-    if not all(dataset_exists(o["path"]) for o in outputs.values()):
+    if fingerprint is not None and not _same_request(stats.get("fingerprint"), fingerprint):
         return None
     return stats
+
+
+def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
+    """The verified stats of the same finished run (nothing to do), or None (do the run).
+
+    Raises when a finished run of another request is there: --force is needed."""
+    path = stats_path(prefix)
+    previous = read_manifest(path)
+    if previous is None:
+        return None
+    if is_publishing(previous):
+        log(f"{path}: the previous run was stopped while publishing; redoing it")
+        return None
+    if not _same_request(previous.get("fingerprint"), fingerprint):
+        raise TokenizeError(
+            f"{path} holds a finished run with other inputs, tokenizer or options; "
+            "use another --output-prefix, or --force to overwrite it"
+        )
+    problem = manifest_problem(path, previous, deep=True)
+    if problem is not None:
+        log(f"not up to date ({problem}); redoing the run")
+        return None
+    log(f"up to date: {path} (same inputs, tokenizer and options; files match its manifest; "
+        "--force redoes it)")
+    return previous
+
+
+def _check_output_prefix(raw: str, prefix: str) -> None:
+    """A usable --output-prefix: a file-name prefix in a directory we can create and write."""
+    if raw.endswith(os.sep) or os.path.isdir(prefix):
+        raise TokenizeError(f"--output-prefix {raw}: is a directory; give a file-name prefix inside it, "
+                            f"e.g. {os.path.join(raw, 'corpus')}")
+    make_writable_parent(prefix, "--output-prefix")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +267,7 @@ def _run_results(tasks: Iterator[tuple[Task, float]], run: _Run, progress: Progr
         progress.update(done, run.documents, run.tokens, run.text_bytes)
 
     if workers == 0:
-        ew.init_worker(*initargs)
+        ew.init_worker(*initargs, in_pool=False)
         for task, done in tasks:
             run.add(ew.process(task))
             report(done)
@@ -271,8 +313,8 @@ def _sigterm_as_interrupt() -> object:
         return None
 
 
-def tokenize(opts: TokenizeOptions, log=print) -> dict:
-    """Run (or skip, when already finished) a tokenize job; return its stats."""
+def _check_request(opts: TokenizeOptions) -> tuple[list[InputFile], Tokenizer, int]:
+    """(inputs, tokenizer, workers) of a request that can be done, else an error naming why."""
     inputs = discover_inputs(opts.inputs)
     tok = load_tokenizer(opts.tokenizer)
     if opts.lang is not None and not ew.LANG_RE.match(opts.lang):
@@ -283,22 +325,19 @@ def tokenize(opts: TokenizeOptions, log=print) -> dict:
     if workers < 0:
         raise TokenizeError(f"--workers {workers}: must be >= 0")
     _check_fields(inputs, opts)
+    return inputs, tok, workers
 
+
+def tokenize(opts: TokenizeOptions, log=print) -> dict:
+    """Run (or skip, when already finished) a tokenize job; return its stats."""
+    inputs, tok, workers = _check_request(opts)
     prefix = os.path.abspath(opts.output_prefix)
     fingerprint = _fingerprint(inputs, tok, opts)
-    previous = finished_stats(prefix)
-    if previous is not None and not opts.force:
-        if previous.get("fingerprint") == fingerprint:
-            log(f"up to date: {stats_path(prefix)} (same inputs, tokenizer and options; --force redoes it)")
+    _check_output_prefix(opts.output_prefix, prefix)
+    if not opts.force:
+        previous = _previous_run(prefix, fingerprint, log)
+        if previous is not None:
             return previous
-        raise TokenizeError(
-            f"{stats_path(prefix)} holds a finished run with other inputs, tokenizer or options; "
-            "use another --output-prefix, or --force to overwrite it"
-        )
-    try:
-        ensure_parent(prefix)
-    except OSError as e:
-        raise TokenizeError(f"--output-prefix {opts.output_prefix}: cannot create its directory ({e})") from None
     remove_stale_tmps(prefix)
 
     dtype = token_dtype(tok.vocab_size)
@@ -308,17 +347,32 @@ def tokenize(opts: TokenizeOptions, log=print) -> dict:
     progress = Progress(sum(i.size for i in inputs), enabled=opts.progress)
     t0 = time.perf_counter()
     old_handler = _sigterm_as_interrupt()
+    staged: list[StagedFile] = []
+    publishing = False
     try:
         _run_results(_tasks(inputs, opts), run, progress, workers, (tok.model_proto, cfg))
         elapsed = time.perf_counter() - t0
         progress.update(progress.total, run.documents, run.tokens, run.text_bytes, force=True)
         progress.close()
-        outputs = shards.finalize()
+        if run.documents == 0:
+            raise TokenizeError(_no_documents(inputs, run))
+        files, entries = shards.stage()
+        staged += files
+        outputs = shards.summary()
         stats = _stats(fingerprint, tok, inputs, run, outputs, elapsed, workers, dtype)
-        write_text_atomic(data_config_path(prefix), _data_config_yaml(tok, outputs))
-        write_json_atomic(stats_path(prefix), stats)  # last: marks the run finished
+        stats["files"] = {name: e.as_json() for name, e in sorted(entries.items())}
+        staged.append(stage_text(data_config_path(prefix), _data_config_yaml(tok, outputs)))
+        manifest = stage_text(stats_path(prefix), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        staged.append(manifest)
+        publishing = True
+        publish_set(staged[:-1], manifest)  # the manifest last: the commit point
+    except OSError as e:
+        shards.abort()
+        discard(staged)
+        raise TokenizeError(_write_error(prefix, e, publishing)) from None
     except BaseException:
         shards.abort()
+        discard(staged)
         raise
     finally:
         if old_handler is not None:
@@ -326,10 +380,28 @@ def tokenize(opts: TokenizeOptions, log=print) -> dict:
     return stats
 
 
+def _no_documents(inputs: list[InputFile], run: _Run) -> str:
+    reasons = ", ".join(f"{v['count']} {k.replace('_', ' ')}" for k, v in sorted(run.skipped.items()))
+    return (f"no usable documents in {len(inputs)} input(s) ({sum(run.records)} records"
+            + (f": {reasons}" if reasons else "") + "); nothing was written")
+
+
+def _write_error(prefix: str, e: OSError, publishing: bool) -> str:
+    where = e.filename or f"the outputs in {os.path.dirname(prefix)}"
+    if publishing:  # some files may be renamed already: the marker makes readers refuse them
+        return (f"publishing {prefix}_* failed ({where}: {e.strerror or e}); the set is marked "
+                f"incomplete in {stats_path(prefix)}: run the same command again")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # disk full, quota, ulimit -f
+        return (f"cannot write {where}: {e.strerror}; free some space or choose another "
+                "--output-prefix (nothing was published; earlier outputs are untouched)")
+    return f"{where}: {e.strerror or e}; nothing was published"
+
+
 def _stats(fingerprint: dict, tok: Tokenizer, inputs: list[InputFile], run: _Run,
            outputs: dict, elapsed: float, workers: int, dtype: type) -> dict:
     skipped_total = sum(v["count"] for v in run.skipped.values())
     return {
+        "version": STATS_VERSION,
         "fingerprint": fingerprint,
         "tokenizer": {"path": tok.path, "sha256": tok.sha256, "vocab_size": tok.vocab_size, "eod": tok.eod},
         "dtype": dtype.__name__,

@@ -111,6 +111,9 @@ def load_tokenizer(path: str | os.PathLike | None) -> Tokenizer:
         from alia_train.data.sample import sample_tokenizer_path
 
         path = sample_tokenizer_path()
+    if Path(path).is_dir():
+        raise TokenizerError(f"tokenizer {os.path.abspath(path)}: is a directory; give the SentencePiece "
+                             ".model file in it")
     if not Path(path).is_file():
         raise TokenizerError(f"tokenizer {os.path.abspath(path)}: no such file")
     return Tokenizer(path)

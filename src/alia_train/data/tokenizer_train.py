@@ -19,10 +19,11 @@ import json
 import math
 import os
 import random
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from alia_train.data.atomic import ensure_parent, write_json_atomic
+from alia_train.data.atomic import make_writable_parent, write_bytes_atomic, write_json_atomic
 from alia_train.data.readers import discover_inputs, iter_documents
 
 SPACE = "\u2581"  # SentencePiece's escaped space: whitespace-run pieces must be spelled with it
@@ -31,7 +32,7 @@ SPACE = "\u2581"  # SentencePiece's escaped space: whitespace-run pieces must be
 @dataclass
 class TokenizerTrainOptions:
     inputs: list[str]
-    output: str  # the .model path; the settings record goes next to it as .json
+    output: str  # the .model path; the settings record goes next to it as .settings.json
     vocab_size: int = 256_000
     temperature: float = 3.0
     # At most this many bytes of text are handed to SentencePiece (after temperature
@@ -194,28 +195,23 @@ def train_tokenizer(opts: TokenizerTrainOptions, log=print) -> dict:
     if opts.vocab_size < 300:
         raise TokenizerTrainError("--vocab-size must be at least 300 (256 byte pieces + specials)")
     inputs = discover_inputs(opts.inputs)
+    make_writable_parent(opts.output, "--output")
     threads = opts.threads or available_cores()
     sentences, langs = _sample(opts, inputs)
     log(f"training on {len(sentences):,} pieces of text: "
         + ", ".join(f"{k} {v['sampled_share']:.1%}" for k, v in langs.items()))
     settings = trainer_settings(opts, threads)
-    ensure_parent(opts.output)
     model = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp:
         tsv = os.path.join(tmp, "nfc.tsv")
-        write_nfc_tsv(tsv)
+        _write(tsv, lambda: write_nfc_tsv(tsv), "set TMPDIR to a directory with room")
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(sentences), model_writer=model, normalization_rule_tsv=tsv, **settings
             )
         except RuntimeError as e:
-            raise TokenizerTrainError(f"SentencePiece: {e}") from None
-    from alia_train.data.atomic import tmp_name
-
-    tmp_model = tmp_name(opts.output)
-    with open(tmp_model, "wb") as f:
-        f.write(_name_normalizer(model.getvalue()))
-    os.replace(tmp_model, opts.output)
+            raise TokenizerTrainError(_sentencepiece_error(str(e))) from None
+    _write(opts.output, lambda: write_bytes_atomic(opts.output, _name_normalizer(model.getvalue())))
     tok = load_tokenizer(opts.output)
     record = {
         "model": os.path.basename(opts.output),
@@ -234,8 +230,29 @@ def train_tokenizer(opts: TokenizerTrainOptions, log=print) -> dict:
         "inputs": [os.path.relpath(i.path, os.path.dirname(os.path.abspath(opts.output))) for i in inputs],
         "options": {k: v for k, v in asdict(opts).items() if k not in ("inputs", "output")},
     }
-    write_json_atomic(settings_path(opts.output), record)
+    _write(settings_path(opts.output), lambda: write_json_atomic(settings_path(opts.output), record))
     return record
+
+
+def _write(path: str, write, fix: str = "choose another --output (nothing was left under that name)") -> None:
+    """Run `write` (a write of `path`); a disk error becomes one line naming the file."""
+    try:
+        write()
+    except OSError as e:
+        raise TokenizerTrainError(f"cannot write {path}: {e.strerror or e}; free some space or {fix}") from None
+
+
+def _sentencepiece_error(text: str) -> str:
+    """SentencePiece's C++ check failures, said in terms of our options."""
+    too_big = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", text)
+    if too_big:
+        return (f"--vocab-size {too_big[1]}: too large for this text (at most {too_big[2]}); "
+                "lower --vocab-size or give more text")
+    too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", text)
+    if too_small:
+        return (f"--vocab-size {too_small[1]}: smaller than the {too_small[2]} characters and special "
+                "pieces this text needs; raise --vocab-size or lower --character-coverage")
+    return f"SentencePiece: {' '.join(text.split())}"
 
 
 def _name_normalizer(model: bytes) -> bytes:
@@ -249,13 +266,32 @@ def _name_normalizer(model: bytes) -> bytes:
     return proto.SerializeToString()
 
 
+SETTINGS_SUFFIX = ".settings.json"
+
+
+def _stem(model_path: str) -> str:
+    return model_path[: -len(".model")] if model_path.endswith(".model") else model_path
+
+
 def settings_path(model_path: str) -> str:
-    return model_path[: -len(".model")] + ".json" if model_path.endswith(".model") else model_path + ".json"
+    """`tok.model` -> `tok.settings.json` (not `tok.json`: `tokenizer.json` is what Hugging
+    Face tools take for their own tokenizer format)."""
+    return _stem(model_path) + SETTINGS_SUFFIX
+
+
+def legacy_settings_path(model_path: str) -> str:
+    """Where releases before the rename wrote the record: `tok.model` -> `tok.json`."""
+    return _stem(model_path) + ".json"
 
 
 def read_settings(model_path: str) -> dict | None:
-    try:
-        with open(settings_path(model_path), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The settings record beside a model, under its name or the legacy one; None if neither."""
+    for path in (settings_path(model_path), legacy_settings_path(model_path)):
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and "trainer" in record:
+            return record
+    return None
