@@ -1,13 +1,17 @@
 """Checkpoint I/O on CPU: save and load throughput against the disk's own write speed, and the
 training stall of an asynchronous save against a synchronous one, all in one process.
 
-    python benchmarks/checkpoint_io.py [--dir /tmp/ckpt_bench] [--hidden 1024] [--layers 8]
+    python benchmarks/checkpoint_io.py [--dir /tmp/ckpt_bench] [--hidden 1024] [--layers 8] [--saves 3]
 
-1. Disk: write a file of the checkpoint's size in 16 MiB blocks and fsync it (GB/s).
-2. Sync save: CheckpointManager.save(blocking=True) of model + Adam state (GB/s of files written).
-3. Async save: the time save() blocks the training loop (checkpoint.async_save=true), and the
+1. Disk: write a file of the checkpoint's size in 16 MiB blocks and fsync it (GB/s), measured
+   right before the saves (the disk's speed drifts on shared machines).
+2. Sync save: CheckpointManager.save(blocking=True) of model + Adam state. "first" is the first
+   save of the process (one-time set-up included); "steady" the median of the next ones. Both
+   include writing, fsync, the CRC-32 of every file and publishing.
+3. Checksums: CRC-32 of the checkpoint's files alone (what COMPLETE's checksums cost).
+4. Async save: the time save() blocks the training loop (checkpoint.async_save=true), and the
    time until the checkpoint is published.
-4. Load: CheckpointManager.load_latest() (GB/s).
+5. Load: CheckpointManager.load_latest(), verification of sizes and checksums included (GB/s).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,53 +44,75 @@ def disk_write_speed(path: Path, nbytes: int) -> float:
     return written / elapsed
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", default="/tmp/alia_ckpt_bench")
-    ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=8)
-    args = ap.parse_args()
-    root = Path(args.dir)
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-
+def checksum_seconds(ckpt: Path) -> float | None:
     from alia_train.checkpoint import layout
-    from alia_train.checkpoint.manager import CheckpointManager, TrainingProgress
+
+    if not hasattr(layout, "file_crc32"):
+        return None
+    start = time.perf_counter()
+    for p in ckpt.iterdir():
+        if p.is_file():
+            layout.file_crc32(p)
+    return time.perf_counter() - start
+
+
+def build_trainer(root: Path, hidden: int, layers: int):
     from alia_train.config import load_config
     from alia_train.data.tokenizer import load_tokenizer
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.parallel.runtime import init_runtime
+    from alia_train.training.step import train_step
     from alia_train.training.trainer import Trainer
 
-    h = args.hidden
+    h = hidden
     overrides = ["+model=tiny", f"model.hidden_size={h}", f"model.ffn_hidden_size={h * 11 // 4}",
-                 f"model.num_layers={args.layers}", "model.num_attention_heads=8", "model.num_query_groups=8",
-                 f"run.dir={root}/run", "checkpoint.async_save=true", "checkpoint.keep=10"]
+                 f"model.num_layers={layers}", "model.num_attention_heads=8", "model.num_query_groups=8",
+                 f"run.dir={root}/run", "checkpoint.async_save=true", "checkpoint.keep=20"]
     cfg = load_config(overrides)
     tok = load_tokenizer(cfg.data.tokenizer)
     rt = init_runtime(cfg, detect_launch_env())
     trainer = Trainer(cfg, rt, tok)
     # One optimizer step so Adam's moment tensors exist and are saved.
     trainer.build_data()
-    trainer.cfg.train.steps = 1
-    from alia_train.training.step import train_step
-
     its = trainer._iterators(trainer.data.train, 0)
     train_step(trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
                num_microbatches=trainer.num_microbatches, seq_length=cfg.train.seq_length,
                micro_batch_size=cfg.train.micro_batch_size, device=rt.device)
-    mgr: CheckpointManager = trainer.checkpoints
+    return cfg, trainer
 
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", default="/tmp/alia_ckpt_bench")
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--saves", type=int, default=3, help="sync saves (the first one is reported apart)")
+    args = ap.parse_args()
+    root = Path(args.dir)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+
+    from alia_train.checkpoint import layout
+    from alia_train.checkpoint.manager import TrainingProgress
+
+    cfg, trainer = build_trainer(root, args.hidden, args.layers)
+    mgr = trainer.checkpoints
+    ckpt_of = lambda step: layout.checkpoints_dir(cfg.run.dir) / layout.step_dir_name(step)  # noqa: E731
+
+    sync = []
+    disk = []
+    for step in range(1, args.saves + 1):
+        if step > 1:  # the disk's speed right before each save, for a like-for-like ratio
+            disk.append(disk_write_speed(root / "disk_probe.bin", size))
+        start = time.perf_counter()
+        mgr.save(TrainingProgress(step=step), blocking=True)
+        sync.append(time.perf_counter() - start)
+        size = dir_bytes(ckpt_of(step))
+    crc = checksum_seconds(ckpt_of(args.saves))
+
+    step = args.saves + 1
     start = time.perf_counter()
-    mgr.save(TrainingProgress(step=1), blocking=True)
-    sync_seconds = time.perf_counter() - start
-    ckpt = layout.checkpoints_dir(cfg.run.dir) / layout.step_dir_name(1)
-    size = dir_bytes(ckpt)
-
-    disk = disk_write_speed(root / "disk_probe.bin", size)
-
-    start = time.perf_counter()
-    mgr.save(TrainingProgress(step=2))
+    mgr.save(TrainingProgress(step=step))
     stall = time.perf_counter() - start
     mgr.finalize_pending(blocking=True)
     async_total = time.perf_counter() - start
@@ -94,16 +121,23 @@ def main() -> int:
     loaded = mgr.load_latest()
     load_seconds = time.perf_counter() - start
     mgr.close()
-    assert loaded is not None and loaded.path.name == layout.step_dir_name(2)
+    assert loaded is not None and loaded.path.name == layout.step_dir_name(step)
 
     params = sum(p.numel() for c in trainer.model for p in c.parameters())
+    disk_speed = statistics.median(disk) if disk else disk_write_speed(root / "disk_probe.bin", size)
+    steady = statistics.median(sync[1:]) if len(sync) > 1 else sync[0]
     print(f"model: {params / 1e6:.0f} M parameters (fp32) + Adam state; checkpoint {size / 1e9:.2f} GB")
-    print(f"disk sequential write (fsync): {disk / 1e9:.2f} GB/s")
-    print(f"sync save:  {sync_seconds:.2f} s = {size / sync_seconds / 1e9:.2f} GB/s "
-          f"({size / sync_seconds / disk:.0%} of disk)")
-    print(f"async save: loop blocked {stall:.2f} s ({stall / sync_seconds:.0%} of the sync save); "
+    print(f"disk sequential write (fsync): {disk_speed / 1e9:.2f} GB/s (median of {len(disk)})")
+    print(f"sync save, first of the process: {sync[0]:.2f} s = {size / sync[0] / 1e9:.2f} GB/s "
+          f"({size / sync[0] / disk_speed:.0%} of disk)")
+    print(f"sync save, steady (median of {len(sync) - 1}): {steady:.2f} s = {size / steady / 1e9:.2f} GB/s "
+          f"({size / steady / disk_speed:.0%} of disk); all: {', '.join(f'{s:.2f}' for s in sync)} s")
+    if crc is not None:
+        print(f"CRC-32 of the files alone: {crc:.2f} s = {size / crc / 1e9:.2f} GB/s "
+              f"(inside every save; off the training loop in async saves)")
+    print(f"async save: loop blocked {stall:.2f} s ({stall / steady:.0%} of a steady sync save); "
           f"published after {async_total:.2f} s")
-    print(f"load:       {load_seconds:.2f} s = {size / load_seconds / 1e9:.2f} GB/s")
+    print(f"load (verification included): {load_seconds:.2f} s = {size / load_seconds / 1e9:.2f} GB/s")
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,9 +28,9 @@ RNG = random.Random(SEED)
 print(f"test_resume: kill points drawn with seed {SEED} (set ALIA_TEST_SEED to replay)")
 
 
-def command(run_dir: Path, cache: Path, *extra: str, nproc: int = 1) -> list[str]:
+def command(run_dir: Path, cache: Path, *extra: str, nproc: int = 1, steps: int = STEPS) -> list[str]:
     args = [
-        "+model=tiny", f"train.steps={STEPS}", "logging.interval=1", "checkpoint.interval=2",
+        "+model=tiny", f"train.steps={steps}", "logging.interval=1", "checkpoint.interval=2",
         "checkpoint.keep=2", f"run.dir={run_dir}", f"data.cache_dir={cache}", *extra,
     ]
     if nproc == 1:
@@ -72,10 +73,16 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache) -> dict[int, float]:
+def reference_dir(tmp_path_factory, cache) -> Path:
+    """An uninterrupted run (checkpoints at steps 10 and 12); tests copy it, never change it."""
     run_dir = tmp_path_factory.mktemp("reference")
     finish(command(run_dir, cache), run_dir / "log.txt")
-    losses = train_losses(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir) -> dict[int, float]:
+    losses = train_losses(reference_dir)
     assert sorted(losses) == list(range(1, STEPS + 1))
     return losses
 
@@ -117,11 +124,13 @@ def test_sigkill_during_save_falls_back_to_previous(tmp_path, cache, reference):
     run_dir = tmp_path / "run"
     cmd = command(run_dir, cache)
     log = tmp_path / "log.txt"
-    # Hold every save after its files are written, before it is published; kill in that window.
-    proc = start(cmd, log, ALIA_TRAIN_FAULT_PAUSE_BEFORE_PUBLISH="30")
+    # Hold every save after its files are written, before it is published (the test-only entry
+    # installs manager.before_publish_hook); kill in that window.
+    entry = [sys.executable, str(Path(__file__).with_name("fault_entry.py")), "30"]
+    proc = start([*entry, *cmd[1:]], log)
     ckpts = run_dir / "checkpoints"
     deadline = time.time() + 300
-    while not list(ckpts.glob("step_00000002.partial/*.distcp")) or "pausing" not in log.read_text():
+    while not list(ckpts.glob("step_00000002.partial/*.distcp")) or "[fault] pausing" not in log.read_text():
         assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.05)
     kill_group(proc)
@@ -129,24 +138,43 @@ def test_sigkill_during_save_falls_back_to_previous(tmp_path, cache, reference):
     assert not (ckpts / "latest").exists()
     # The first save never completed: the restart must start over, not load the partial one.
     text = finish(cmd, log)
-    assert "starting at step 0" in text.split("fault injection")[-1]
+    assert "starting at step 0" in text.split("[fault] pausing")[-1]
     assert train_losses(run_dir) == reference
     assert not list(ckpts.glob("*.partial"))
 
 
-def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference):
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference, reference_dir, damage):
+    """A truncated file, or 4 KiB overwritten inside it at the same size (caught by the CRC-32
+    in COMPLETE): one warning line, the damaged checkpoint set aside, resume from the one before."""
     run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
     cmd = command(run_dir, cache)
-    finish(cmd, tmp_path / "log1.txt")
     latest = run_dir / "checkpoints" / f"step_{STEPS:08d}"
     shard = next(latest.glob("*.distcp"))
-    with open(shard, "r+b") as f:  # a disk error truncated the newest checkpoint
-        f.truncate(shard.stat().st_size // 2)
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        if damage == "truncated":  # a disk error cut the newest checkpoint short
+            f.truncate(size // 2)
+        else:  # a bad block: same size, other bytes
+            f.seek(size // 2)
+            flipped = bytes(b ^ 0xFF for b in f.read(4096))
+            f.seek(size // 2)
+            f.write(flipped)
     text = finish(cmd, tmp_path / "log2.txt")
-    assert "skipping checkpoint" in text and latest.name in text
+    warnings = [line for line in text.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "skipping checkpoint" in warnings[0] and latest.name in warnings[0], warnings
+    assert ("corrupted" if damage == "overwritten" else "bytes, expected") in warnings[0]
     assert f"step_{STEPS - 2:08d} at step {STEPS - 2}" in text
     assert f"step {STEPS - 1}/{STEPS}" in text  # the lost steps were trained again
     assert train_losses(run_dir) == reference
+    assert (run_dir / "checkpoints" / f"step_{STEPS:08d}.damaged").is_dir()  # set aside, not deleted
+    # The re-saved step is intact and, with keep=2, it and the one before are what is kept.
+    from alia_train.checkpoint import layout
+
+    kept = layout.complete_checkpoints(run_dir)
+    assert [p.name for p in kept] == [f"step_{STEPS:08d}", f"step_{STEPS - 2:08d}"]
+    assert all(layout.verify(p, deep=(0, 1)) is None for p in kept)
 
 
 def test_sigusr1_saves_and_exits_resume_me(tmp_path, cache, reference):
@@ -189,3 +217,104 @@ def test_layout_change_reshards(tmp_path, cache):
         assert worst < 1e-4, f"{name}: {worst:.2e}"
     layout = json.loads((tmp_path / "tp1" / "checkpoints" / f"step_{STEPS:08d}" / "COMPLETE").read_text())["layout"]
     assert layout["tp"] == 1 and layout["world_size"] == 1
+
+
+def _errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("alia-train: error:")]
+
+
+def test_position_setting_change_is_refused(tmp_path, cache, reference_dir):
+    """train.seq_length / train.seed change what `consumed_samples` points at: one line naming
+    each, both values and the fix; exit 2; the checkpoints untouched."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    proc = subprocess.run(command(run_dir, cache, "train.seq_length=64", "train.seed=7"),
+                          capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = _errors(proc.stderr)
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "train.seq_length was " in errors[0] and "this run has 64" in errors[0]
+    assert "train.seed was " in errors[0] and "this run has 7" in errors[0]
+    assert f"checkpoint.load={run_dir} checkpoint.reset_data=true" in errors[0]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+    # The layer implementation it was written with is recorded (local here: no TE on CPU).
+    manifest = json.loads((run_dir / "checkpoints" / f"step_{STEPS:08d}" / "COMPLETE").read_text())
+    assert manifest["layer_impl"] == "local" and len(manifest["crc32"]) == len(manifest["files"])
+
+
+def _small_filesystem(path: Path, mib: int) -> bool:
+    """Mount a tmpfs of `mib` MiB at `path` (root only); False where that is not possible."""
+    path.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_disk_full_keeps_earlier_checkpoints(tmp_path, cache, reference_dir):
+    """The run dir on a full disk (a 50 MiB tmpfs holding two checkpoints; where mounting is
+    not allowed, a 4 MiB file-size limit): the next save fails with one line naming the
+    condition and the directory, exit 2, earlier checkpoints intact, no .partial left."""
+    from alia_train.checkpoint import layout
+
+    mnt = tmp_path / "small"
+    mounted = _small_filesystem(mnt, 50)
+    try:
+        run_dir = mnt / "run"
+        shutil.copytree(reference_dir, run_dir)
+        proc = subprocess.run(command(run_dir, cache, steps=STEPS + 2), capture_output=True, text=True,
+                              env=subprocess_env(), timeout=600,
+                              preexec_fn=None if mounted else _limit_file_size(4 << 20))
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        errors = _errors(proc.stderr)
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert ("the disk is full" if mounted else "file-size limit") in errors[0], errors[0]
+        assert "unexpected pos" not in proc.stderr and "Local worker" not in proc.stderr  # held back
+        assert f"step_{STEPS + 2:08d}.partial" in errors[0] and f"resumes from step_{STEPS:08d}" in errors[0]
+        kept = layout.complete_checkpoints(run_dir)
+        assert [p.name for p in kept] == [f"step_{STEPS:08d}", f"step_{STEPS - 2:08d}"]
+        assert all(layout.verify(p, deep=(0, 1)) is None for p in kept)
+        assert not list((run_dir / "checkpoints").glob("*.partial"))
+        assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:08d}"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, reference_dir):
+    """checkpoint.load + both resets starts a new stage at step 0 / sample 0 once; every restart
+    after that (a rerun with more steps, a SIGKILL) resumes the stage's own checkpoints exactly."""
+    from alia_train.training.metrics import read_metrics
+
+    run_dir = tmp_path / "stage"
+    stage = [f"checkpoint.load={reference_dir}", "checkpoint.reset_optimizer=true", "checkpoint.reset_data=true"]
+    text = finish(command(run_dir, cache, *stage, steps=4), tmp_path / "log1.txt")
+    assert "at step 0 (consumed samples 0); another run's checkpoint (checkpoint.load), with checkpoint.reset_optimizer, checkpoint.reset_data" in text
+    cmd = command(run_dir, cache, *stage, steps=8)
+    proc = start(cmd, tmp_path / "log2.txt")
+    wait_for_step(run_dir, 7, proc)  # the checkpoint of step 6 is published before step 7 runs
+    kill_group(proc)
+    text2 = (tmp_path / "log2.txt").read_text()
+    assert f"step_{4:08d} at step 4 (consumed samples 32)" in text2 and "not applied" in text2
+    text3 = finish(cmd, tmp_path / "log3.txt")
+    assert f"step_{6:08d} at step 6 (consumed samples 48)" in text3
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind", "train") == "train"]
+    assert [r["step"] for r in records] == list(range(1, 9))  # 8 logged steps, each once
+    assert [r["consumed_samples"] for r in records] == [8 * s for s in range(1, 9)]
+    assert [p.name for p in layout_checkpoints(run_dir)] == [f"step_{8:08d}", f"step_{6:08d}"]
+
+
+def layout_checkpoints(run_dir: Path) -> list[Path]:
+    from alia_train.checkpoint import layout
+
+    return layout.complete_checkpoints(run_dir)

@@ -1,0 +1,104 @@
+"""What a checkpoint's saved position means, and which settings may change on resume.
+
+A checkpoint saves the data position as one integer, `consumed_samples`: global step k reads
+samples [k*GBS, (k+1)*GBS) of the blended training dataset. That integer only points at the
+same data if the dataset is the same sample sequence, which depends on the settings below. A
+resume that changes one of them is refused (one line: the setting, both values, the fix).
+
+Refused (they change the sample sequence):
+  train.seq_length     samples are seq_length-token windows: another length, other samples
+  train.seed           seeds the document and sample shuffles of every dataset
+  data.sources         the blend's members and weights (path, language, multiplier)
+  data.valid_sources   decides whether validation is carved out of the sources (data.split)
+  data.split           the documents that form the training part of each source
+  data.multipliers, data.default_multiplier   the blend weights
+  data.tokenizer       checked separately, by the tokenizer file's sha256 (manager.py)
+  model architecture   checked separately (ARCHITECTURE_FIELDS in manager.py)
+
+Allowed, handled exactly:
+  train.global_batch_size / micro_batch_size   the next step starts at sample consumed_samples
+                       whatever the batch size (as megatron's batch-size ramp-up does)
+  parallel.*           checkpoints are resharded on load (tp, pp, vpp, dp, distributed optimizer)
+  train.steps          the run is extended or shortened; the LR schedule continues as saved
+                       (megatron's use_checkpoint_opt_param_scheduler)
+  data.cache_dir, checkpoint.*, logging.*, run.name   where things go, not what they are
+
+The fix offered for a refused change: keep the old value, or start a new run.dir from this
+checkpoint with `checkpoint.load=... checkpoint.reset_data=true` (weights and, unless
+checkpoint.reset_optimizer, optimizer state carried over; data from sample 0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from omegaconf import OmegaConf
+
+from alia_train.config.schema import Config
+
+POSITION_SETTINGS = (
+    "train.seq_length",
+    "train.seed",
+    "data.sources",
+    "data.valid_sources",
+    "data.split",
+    "data.multipliers",
+    "data.default_multiplier",
+)
+
+
+def _get(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _normalise(key: str, value):
+    """Source paths compare by absolute path (a run may be resumed from another directory)."""
+    if key in ("data.sources", "data.valid_sources") and isinstance(value, list):
+        return [
+            {**s, "path": os.path.abspath(os.path.expanduser(str(s.get("path"))))} if isinstance(s, dict) else s
+            for s in value
+        ]
+    if key == "data.multipliers" and isinstance(value, dict):
+        return {k: float(v) for k, v in value.items()}
+    if isinstance(value, int) and key == "data.default_multiplier":
+        return float(value)
+    return value
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def position_changes(saved_config_yaml: str | None, cfg: Config) -> list[tuple[str, object, object]]:
+    """(setting, saved value, current value) for every POSITION_SETTINGS entry that differs."""
+    if not saved_config_yaml:
+        return []  # e.g. a from-hf checkpoint: no data position to protect
+    saved = OmegaConf.to_container(OmegaConf.create(saved_config_yaml), resolve=False)
+    current = asdict(cfg)
+    changes = []
+    for key in POSITION_SETTINGS:
+        old, new = _get(saved, key), _get(current, key)
+        if old is None:
+            continue  # written before this key existed
+        if _normalise(key, old) != _normalise(key, new):
+            changes.append((key, old, new))
+    return changes
+
+
+def position_change_message(checkpoint: str, source_run: str, changes: list, own: bool) -> str:
+    what = "; ".join(f"{k} was {_short(old)} in the checkpoint, this run has {_short(new)}" for k, old, new in changes)
+    keys = ", ".join(k for k, _, _ in changes)
+    if own:
+        fix = (f"set {keys} back to the checkpoint's value, or start a new run.dir with "
+               f"checkpoint.load={source_run} checkpoint.reset_data=true")
+    else:
+        fix = f"set {keys} back to the checkpoint's value, or add checkpoint.reset_data=true"
+    return (f"checkpoint {checkpoint}: {what}: its saved data position (consumed samples) would "
+            f"point at other data; {fix}")

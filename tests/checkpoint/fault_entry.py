@@ -1,0 +1,26 @@
+"""Test-only entry point: `python fault_entry.py PAUSE_SECONDS [alia-train args...]` runs alia-train
+with manager.before_publish_hook set to hold every save for PAUSE_SECONDS after its files are
+written and before it is published, announcing it on stdout, so a test can kill the run in
+that window. Product code only has the hook (None); nothing here ships in the package."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main() -> int:
+    pause = float(sys.argv[1])
+    from alia_train.checkpoint import manager
+    from alia_train.cli.train import main as alia_train
+
+    def hold(target) -> None:
+        print(f"[fault] pausing {pause}s before publishing {target.name}", flush=True)
+        time.sleep(pause)
+
+    manager.before_publish_hook = hold
+    return alia_train(sys.argv[2:])
+
+
+if __name__ == "__main__":  # checkpoint writers may start processes that re-import this file
+    sys.exit(main())

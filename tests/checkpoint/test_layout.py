@@ -1,0 +1,79 @@
+"""Checkpoint directories on disk (no training process): checksums in COMPLETE, what counts as
+published, setting damaged checkpoints aside, and retention that never counts a damaged one."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+from alia_train.checkpoint import layout
+
+
+def _checkpoint(run_dir: Path, step: int, payload: bytes = b"") -> Path:
+    partial = layout.partial_dir(run_dir, step)
+    partial.mkdir(parents=True)
+    (partial / "__0_0.distcp").write_bytes(payload or os.urandom(64 << 10))
+    (partial / ".metadata").write_bytes(b"meta %d" % step)
+    return layout.publish(run_dir, step)
+
+
+def test_crc32_matches_zlib_over_the_whole_file(tmp_path):
+    data = os.urandom((8 << 20) + 12345)  # more than one read block
+    (tmp_path / "f").write_bytes(data)
+    assert layout.file_crc32(tmp_path / "f") == f"{zlib.crc32(data):08x}"
+
+
+def test_same_size_overwrite_fails_deep_verification_only(tmp_path):
+    ckpt = _checkpoint(tmp_path, 2)
+    assert layout.verify(ckpt, deep=(0, 1)) is None
+    shard = ckpt / "__0_0.distcp"
+    with open(shard, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 4096)
+    assert layout.verify(ckpt) is None  # sizes alone cannot see it
+    assert "__0_0.distcp is corrupted" in layout.verify(ckpt, deep=(0, 1))
+    # Ranks share the work: file i is read by rank i % world; together they find it.
+    found = [layout.verify(ckpt, deep=(r, 2)) for r in range(2)]
+    assert sum(p is not None for p in found) == 1
+
+
+def test_checkpoints_without_checksums_are_checked_by_size(tmp_path):
+    ckpt = _checkpoint(tmp_path, 2)
+    manifest = layout.read_manifest(ckpt)
+    del manifest["crc32"]  # as written before checksums existed
+    layout.write_atomic(ckpt / layout.COMPLETE, __import__("json").dumps(manifest))
+    assert layout.verify(ckpt, deep=(0, 1)) is None
+
+
+def test_set_aside_and_retention_never_count_damaged(tmp_path):
+    for step in (2, 4, 6):
+        _checkpoint(tmp_path, step)
+    aside = layout.set_aside(layout.checkpoints_dir(tmp_path) / "step_00000006")
+    assert aside.name == "step_00000006.damaged" and aside.is_dir()
+    assert [p.name for p in layout.complete_checkpoints(tmp_path)] == ["step_00000004", "step_00000002"]
+    # A truncated checkpoint nobody has loaded yet is not one of `keep` either.
+    _checkpoint(tmp_path, 8)
+    with open(layout.checkpoints_dir(tmp_path) / "step_00000008" / "__0_0.distcp", "r+b") as f:
+        f.truncate(10)
+    layout.apply_retention(tmp_path, keep=2)
+    names = [p.name for p in layout.complete_checkpoints(tmp_path)]
+    assert names == ["step_00000008", "step_00000004", "step_00000002"]  # 4 and 2 are the two kept
+    _checkpoint(tmp_path, 10)
+    layout.apply_retention(tmp_path, keep=2)
+    names = [p.name for p in layout.complete_checkpoints(tmp_path)]
+    assert names == ["step_00000010", "step_00000008", "step_00000004"]  # damaged 8 not counted
+    _checkpoint(tmp_path, 12)
+    layout.apply_retention(tmp_path, keep=2)
+    # Two intact ones newer than it: the damaged 8 goes, with the old ones.
+    assert [p.name for p in layout.complete_checkpoints(tmp_path)] == ["step_00000012", "step_00000010"]
+    assert aside.is_dir()  # set-aside checkpoints are left for the user
+
+
+def test_publish_merges_writer_checksums(tmp_path):
+    partial = layout.partial_dir(tmp_path, 2)
+    partial.mkdir(parents=True)
+    (partial / "__0_0.distcp").write_bytes(b"abc")
+    ckpt = layout.publish(tmp_path, 2, crc32={"__0_0.distcp": f"{zlib.crc32(b'abc'):08x}"})
+    assert layout.read_manifest(ckpt)["crc32"] == {"__0_0.distcp": f"{zlib.crc32(b'abc'):08x}"}
+    assert (layout.checkpoints_dir(tmp_path) / "latest").read_text().strip() == "step_00000002"
