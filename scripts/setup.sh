@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.12 and install alia-train with its test dependencies.
-# Usage: bash scripts/setup.sh        (idempotent: re-installs only when pyproject.toml changed)
+# Create .venv with Python 3.12 and install alia-train into it.
+# Usage: bash scripts/setup.sh [EXTRAS]
+#   bash scripts/setup.sh          the runtime only (what the demo needs)
+#   bash scripts/setup.sh dev      plus the test tools (scripts/test.sh asks for this)
+#   bash scripts/setup.sh dev,tb   several extras, comma-separated (see pyproject.toml)
+# Idempotent: installs only when pyproject.toml changed or an extra is asked for that is not
+# installed yet. One .venv serves every order (demo then tests, tests then demo): the stamp
+# records what is installed, and extras are never taken away.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +24,11 @@ find_python312() {
     return 1
 }
 
+# Sorted, comma-separated, without duplicates or blanks: "tb,dev,dev" -> "dev,tb".
+normalize_extras() {
+    tr ',' '\n' <<<"$1" | sed '/^$/d' | sort -u | paste -sd, -
+}
+
 if [ ! -x .venv/bin/python ]; then
     if ! PY=$(find_python312); then
         echo "setup: no Python 3.12 interpreter found (alia-train needs Python >= 3.12 for megatron-core 0.19)." >&2
@@ -28,12 +39,22 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 
+# The stamp: "<sha256 of pyproject.toml> <installed extras or ->". A stamp of one field was
+# written by the earlier set-up, which always installed [dev].
 stamp=.venv/.alia-train-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing alia-train and its dependencies into .venv (torch is large: a few minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
-    echo "$want" > "$stamp"
+want_sha=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(normalize_extras "${1:-}")
+have_sha="" have=""
+if [ -f "$stamp" ]; then
+    read -r have_sha have <"$stamp" || true
+    [ -n "$have" ] || have=dev
+    [ "$have" != "-" ] || have=""
 fi
-echo "setup: ready ($(.venv/bin/python --version))"
+all=$(normalize_extras "$have,$want")
+if [ "$have_sha" != "$want_sha" ] || [ "$all" != "$have" ]; then
+    echo "setup: installing alia-train${all:+ [$all]} and its dependencies into .venv (torch is large: a few minutes)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".${all:+[$all]}"
+    echo "$want_sha ${all:--}" >"$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version)${all:+, extras: $all})"

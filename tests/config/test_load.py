@@ -1,6 +1,6 @@
 import pytest
 
-from alia_train.config import ConfigError, available_models, load_config
+from alia_train.config import ConfigError, available_models, config_dir, load_config, to_yaml
 
 
 def test_models_available():
@@ -71,3 +71,71 @@ def test_every_key_is_documented():
     leaves = [k for k in _all_keys() if not any(o.startswith(k + ".") for o in _all_keys())]
     missing = [k for k in leaves if f"`{k}`" not in doc]
     assert not missing, f"undocumented keys: {missing}"
+
+
+def test_config_dir_adds_groups_and_models(tmp_path):
+    """--config-dir DIR: DIR's group files are options next to the packaged ones, a model of
+    one's own included (and the validator knows it)."""
+    from alia_train.config.validate import config_problems
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "my_mix.yaml").write_text(
+        "use_sample: false\nsources:\n  - {path: /data/x_eu, lang: eu}\nmultipliers: {eu: 3.0}\n")
+    (tmp_path / "model").mkdir()
+    tiny = (config_dir() / "model" / "tiny.yaml").read_text()
+    (tmp_path / "model" / "mini.yaml").write_text(tiny.replace("name: tiny", "name: mini").replace("num_layers: 4", "num_layers: 2"))
+
+    cfg = load_config(["+model=mini", "data=my_mix"], [tmp_path])
+    assert (cfg.model.name, cfg.model.num_layers) == ("mini", 2)
+    assert [(s.path, s.lang) for s in cfg.data.sources] == [("/data/x_eu", "eu")]
+    assert cfg.data.multipliers["eu"] == 3.0 and cfg.data.use_sample is False
+    assert "mini" in available_models()
+    assert config_problems(cfg, 1, False, False) == []
+    # Without the directory, the same names are unknown again.
+    with pytest.raises(ConfigError, match="unknown model 'mini'"):
+        load_config(["+model=mini"])
+    with pytest.raises(ConfigError, match=r"data: no option 'my_mix' .*--config-dir DIR"):
+        load_config(["+model=tiny", "data=my_mix"])
+
+
+def test_config_dir_with_quotes_and_spaces_in_its_path(tmp_path):
+    odd = tmp_path / "my 'confs'"
+    (odd / "data").mkdir(parents=True)
+    (odd / "data" / "mine.yaml").write_text("split: '90,10,0'\n")
+    assert load_config(["+model=tiny", "data=mine"], [odd]).data.split == "90,10,0"
+
+
+def test_group_file_finds_packaged_then_user_options(tmp_path):
+    from alia_train.config.load import group_file
+
+    assert group_file("data", "sample") == config_dir() / "data" / "sample.yaml"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.yaml").write_text("use_sample: false\n")
+    assert group_file("data", "mine", [tmp_path]) == tmp_path / "data" / "mine.yaml"
+    with pytest.raises(ConfigError, match="no option 'mine'"):
+        group_file("data", "mine")
+
+
+def test_old_config_yaml_with_retired_keys_still_loads(tmp_path):
+    from alia_train.config.load import from_yaml
+
+    cfg = load_config(["+model=tiny"])
+    old = to_yaml(cfg).replace("  use_sample: true\n", "  use_sample: true\n  num_workers: 0\n")
+    assert "num_workers: 0" in old
+    (tmp_path / "config.yaml").write_text(old)
+    assert from_yaml(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=abc", "train.steps: expects an integer, got 'abc'; e.g. train.steps=100"),
+    ("optim.lr=fast", "optim.lr: expects a number, got 'fast'; e.g. optim.lr=0.0003"),
+    ("parallel.sp=maybe", "parallel.sp: expects true or false, got 'maybe'; e.g. parallel.sp=false"),
+    ("parallel.vpp=x", "parallel.vpp: expects an integer or null, got 'x'"),
+    ("model.vocab_size=big", "model.vocab_size: expects an integer or null, got 'big'"),
+    ("data.multipliers=3", "data.multipliers: expects a mapping of names to numbers, got '3'"),
+    ("data.sources=abc", "data.sources: expects a list of {path: ..., lang: ..., multiplier: ...} entries, got 'abc'"),
+])
+def test_wrong_type_says_what_the_key_expects(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(["+model=tiny", override])
+    assert str(e.value) == message

@@ -53,8 +53,7 @@ def sample_tokenizer() -> Path:
     from alia_train.data.sample import sample_tokenizer_path
 
     path = Path(sample_tokenizer_path())
-    if not path.is_file():
-        pytest.skip(f"the sample tokenizer is missing ({path})")
+    assert path.is_file(), f"the sample tokenizer is shipped in the package but missing: {path}"
     return path
 
 

@@ -29,7 +29,6 @@ def _rec(step: int, kind: str = "train", **extra) -> dict:
 # ---------------------------------------------------------------------------------- W&B
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch) -> Path:
-    pytest.importorskip("wandb")
     for name, sub in [("WANDB_DIR", "wandb_dir"), ("WANDB_CONFIG_DIR", "wandb_config"),
                       ("WANDB_CACHE_DIR", "wandb_cache"), ("WANDB_DATA_DIR", "wandb_data")]:
         monkeypatch.setenv(name, str(tmp_path / sub))

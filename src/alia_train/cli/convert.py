@@ -6,6 +6,9 @@ import argparse
 import re
 import sys
 
+from alia_train.cli.config_dirs import add_config_dir_option
+from alia_train.cli.quiet import quiet_libraries
+
 DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
 
   alia-convert to-hf RUN_DIR_OR_CHECKPOINT OUT_DIR [--dtype bf16|fp32]
@@ -13,7 +16,7 @@ DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaFo
       config.json, generation_config.json, sharded safetensors with their index, and the
       tokenizer (tokenizer.model, tokenizer.json, tokenizer_config.json).
 
-  alia-convert from-hf HF_DIR OUT_DIR +model=NAME [key=value ...]
+  alia-convert from-hf HF_DIR OUT_DIR [--config-dir DIR] +model=NAME [key=value ...]
       Import Hugging Face weights (checked against the model config) as a checkpoint to
       train from:  alia-train +model=NAME checkpoint.load=OUT_DIR data.tokenizer=OUT_DIR/tokenizer.model
 
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="checkpoint dtype (default: that of the Hugging Face weights)")
     f.add_argument("--tokenizer", metavar="PATH", help="SentencePiece model when HF_DIR has no tokenizer.model")
+    add_config_dir_option(f)
     return p
 
 
@@ -65,6 +69,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     import torch
 
@@ -82,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             from alia_train.convert.from_hf import import_from_hf
 
             dtype = None if args.dtype == "auto" else getattr(torch, _DTYPES[args.dtype])
-            import_from_hf(args.hf_dir, args.out_dir, args.overrides, dtype=dtype, tokenizer=args.tokenizer, log=log)
+            import_from_hf(args.hf_dir, args.out_dir, args.overrides, dtype=dtype, tokenizer=args.tokenizer, log=log,
+                           config_dirs=args.config_dirs)
     except (ConversionError, ConfigError) as e:
         return _fail(str(e))
     return 0

@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alia_train.cli.config_dirs import add_config_dir_option
+from alia_train.cli.quiet import quiet_libraries
+
 EXIT_FITS = 0
 EXIT_DOES_NOT_FIT = 1
 EXIT_CONFIG = 2
 
 EPILOG = """examples:
   alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256
+  alia-plan --config-dir ~/my_confs +model=alia_40b cluster=my_site
   alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256 --tokens 9.37e12
   alia-plan +model=salamandra_7b cluster=marenostrum5 cluster.nodes=128 train.micro_batch_size=4
 exit codes: 0 fits, 1 does not fit, 2 configuration error. See docs/cluster.md."""
@@ -29,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for alia-train (+model=NAME ...)")
+    add_config_dir_option(p)
     p.add_argument("--tokens", type=float, default=None,
                    help="token budget (e.g. 9.37e12); default train.steps x global batch x seq length")
     p.add_argument("--mfu", type=float, default=None, help="assumed MFU (default cluster.assumed_mfu)")
@@ -53,6 +58,7 @@ def _tokenizer_vocab(cfg) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from alia_train.config.load import ConfigError, load_config
     from alia_train.plan import plan_run
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tokens is not None and args.tokens <= 0:
         return _fail(f"--tokens: must be positive, got {args.tokens}")
     try:
-        cfg = load_config(args.overrides)
+        cfg = load_config(args.overrides, args.config_dirs)
     except ConfigError as e:
         return _fail(str(e))
     world_size = cfg.cluster.nodes * cfg.cluster.gpus_per_node
@@ -71,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab = args.vocab_size or cfg.model.vocab_size or _tokenizer_vocab(cfg)
     plan = plan_run(cfg, world_size, vocab, tokens=args.tokens, mfu=args.mfu)
     if plan.layout is None:  # the config itself is wrong, memory was not estimated
-        print(plan.format(), file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail("\n".join(plan.problems))
     print(plan.format())
     return EXIT_FITS if plan.fits else EXIT_DOES_NOT_FIT
 

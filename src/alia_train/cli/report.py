@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alia_train.cli.quiet import quiet_libraries
+
 DESCRIPTION = """Write PNG plots (loss overall and per language, validation loss per language,
 learning rate, grad norm, throughput and MFU, planned vs realised language mixture) and a
 report.md summary of a run directory into RUN_DIR/report/ (or --out DIR)."""
@@ -31,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from alia_train.report import NoMetricsError, write_report
 

@@ -8,20 +8,29 @@ alia-train, alia-plan and alia-convert.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
+import re
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from alia_train.config import messages
 from alia_train.config.schema import Config
 
 
 class ConfigError(ValueError):
     """A configuration the user must fix. The message has one line per problem."""
+
+
+# Users' own config directories (Hydra's `--config-dir`), searched after the packaged tree, the
+# way `@hydra.main` does. Set by every `load_config` call, so `available_models()` afterwards
+# (the validator, a CLI's help) sees the same tree the config was composed from.
+_user_dirs: list[Path] = []
 
 
 def config_dir() -> Path:
@@ -35,8 +44,49 @@ def config_dir() -> Path:
     raise ConfigError(f"cannot find the configs/ directory (looked in {packaged} and {checkout})")
 
 
+def use_config_dirs(dirs: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Check and remember the users' config directories; returns them absolute."""
+    found = []
+    for d in dirs:
+        path = Path(d).expanduser().absolute()
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise ConfigError(
+                f"--config-dir: {path} {what}; give a directory holding config groups "
+                "(e.g. DIR/data/my_mix.yaml, DIR/model/my_model.yaml)"
+            )
+        found.append(path)
+    _user_dirs[:] = found
+    return found
+
+
+def search_dirs() -> list[Path]:
+    return [config_dir(), *_user_dirs]
+
+
+def group_options(group: str) -> list[str]:
+    """Names a config group can take (`data=NAME`), packaged and from --config-dir."""
+    return sorted({p.stem for d in search_dirs() for p in (d / group).glob("*.yaml")})
+
+
+def group_file(group: str, name: str, config_dirs: Sequence[str | os.PathLike] = ()) -> Path:
+    """The file of option `name` of config `group` (packaged first, then config_dirs), for
+    tools that read one group file without composing the whole tree (alia-data mixture)."""
+    use_config_dirs(config_dirs)
+    for d in search_dirs():
+        if (d / group / f"{name}.yaml").is_file():
+            return d / group / f"{name}.yaml"
+    raise ConfigError(_no_option(group, name))
+
+
+def _no_option(group: str, name: str) -> str:
+    options = ", ".join(group_options(group)) or "none"
+    return (f"{group}: no option '{name}' in config group {group} (available: {options}); "
+            f"put your own in DIR/{group}/{name}.yaml and add --config-dir DIR")
+
+
 def available_models() -> list[str]:
-    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    return group_options("model")
 
 
 def _model_hint() -> str:
@@ -44,21 +94,67 @@ def _model_hint() -> str:
     return f"pick a model with +model=NAME (available: {names}), e.g. `alia-train +model=tiny`"
 
 
-def load_config(overrides: list[str]) -> Config:
-    """Compose configs/config.yaml with `overrides` (Hydra syntax) into a typed Config."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def load_config(overrides: list[str], config_dirs: Sequence[str | os.PathLike] = ()) -> Config:
+    """Compose configs/config.yaml with `overrides` (Hydra syntax) into a typed Config;
+    `config_dirs` are searched for config groups too (`--config-dir`)."""
+    use_config_dirs(config_dirs)
+    parsed = _parse_overrides(overrides)
+    _check_model_choice(parsed)
+    composed = _compose(list(overrides), parsed)
+    unknown = _unknown_keys(OmegaConf.to_container(composed, resolve=False), Config)
+    if unknown:
+        raise ConfigError("\n".join(messages.unknown_key(k) for k in unknown))
+    cfg = _typed(composed)
+    _absolutize_paths(cfg)
+    return cfg
+
+
+def _parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of each override, or a ConfigError naming the malformed one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    model_overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "model"]
-    for o in model_overrides:
-        name = o.split("=", 1)[1] if "=" in o else ""
-        if name not in available_models():
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            o = parser.parse_override(text)
+        except HydraException as e:
+            why = _one_line(e).split(" See https://")[0]
+            raise ConfigError(
+                f"{text!r}: not a valid override ({why}); write key=value (e.g. train.steps=100), "
+                "quoting values with spaces or brackets: 'key=\"a b\"'"
+            ) from None
+        if not o.key_or_group:
+            raise ConfigError(f"{text!r}: the key is missing; write key=value, e.g. train.steps=100")
+        parsed.append(o)
+    return parsed
+
+
+def _check_model_choice(parsed: list) -> None:
+    chosen = [o for o in parsed if o.key_or_group == "model" and not o.is_delete()]
+    for o in chosen:
+        name = o.value()
+        if not (o.is_add() or o.is_force_add()):
+            raise ConfigError(f"model: choose the model with +model={name} (with '+': the tree has no default model)")
+        if not isinstance(name, str) or name not in available_models():
             raise ConfigError(f"model: unknown model '{name}'; {_model_hint()}")
-    if not model_overrides:
+    if not chosen:
         raise ConfigError(f"model: no model chosen; {_model_hint()}")
 
+
+def _searchpath_override() -> list[str]:
+    if not _user_dirs:
+        return []
+    quoted = ",".join("'" + f"file://{d}".replace("\\", "\\\\").replace("'", "\\'") + "'" for d in _user_dirs)
+    return [f"hydra.searchpath=[{quoted}]"]
+
+
+def _compose(overrides: list[str], parsed: list):
+    from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
 
     # The typed schema is the base of the tree, so every key exists (overridable without "+")
     # and values are type-checked as they are composed.
@@ -66,29 +162,87 @@ def load_config(overrides: list[str]) -> Config:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            composed = compose(config_name="config", overrides=list(overrides))
+            return compose(config_name="config", overrides=overrides + _searchpath_override())
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_message(e)) from None
     except HydraException as e:
-        msg = _one_line(e)
-        if msg.startswith("Could not override '"):
-            key = msg.split("'")[1]
-            raise ConfigError(_unknown_key_message(key)) from None
-        raise ConfigError(f"config: {msg}") from None
+        raise ConfigError(_compose_error_message(e, parsed)) from None
+    except yaml.YAMLError as e:  # a group file of one's own, most likely
+        raise ConfigError(f"config: not valid YAML: {_one_line(e)}; fix that file") from None
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(f"config: {_one_line(e)}") from None
     finally:
         GlobalHydra.instance().clear()
-    unknown = _unknown_keys(OmegaConf.to_container(composed, resolve=False), Config)
-    if unknown:
-        raise ConfigError("\n".join(_unknown_key_message(k) for k in unknown))
 
+
+def _missing_option_message(e) -> str:
+    group, _, name = (e.missing_cfg_file or "").rpartition("/")
+    if not group:
+        return f"config: {_one_line(e).split(' Config search path')[0]}"
+    return _no_option(group, name)
+
+
+def _compose_error_message(e: Exception, parsed: list) -> str:
+    msg = _one_line(e)
+    cause = e.__cause__
+    if msg.startswith("Could not override '"):
+        key = msg.split("'")[1]
+        if isinstance(cause, ConfigKeyError) and getattr(cause, "key", None) not in (None, key.split(".")[-1]):
+            hint = messages.type_at(key)
+            expects = f"; {key} expects {messages.describe(hint)}" if hint is not None else ""
+            return f"{key}: unknown key '{cause.key}' in the value{expects}"
+        return messages.unknown_key(key)
+    ambiguous = re.match(r"Ambiguous value for argument '([^'=]+)=", msg)
+    if ambiguous:  # key=a,b: a sweep to Hydra
+        return f"{ambiguous.group(1)}: a value with commas must be quoted, e.g. \"{ambiguous.group(1)}='a,b'\" (or a list: [a,b])"
+    twice = re.search(r"(\S+) appears more than once in the final defaults list", msg)
+    if twice:
+        return f"{twice.group(1)}: chosen more than once; keep one of the {twice.group(1)}=... overrides"
+    in_file = re.match(r"In '([^']+)': (\w+) raised while composing config: (.*)", msg)
+    if in_file:
+        return _group_file_error(*in_file.groups())
+    if msg.startswith("Error merging override "):
+        text = msg.removeprefix("Error merging override ")
+        for o in parsed:
+            if o.input_line == text:
+                return messages.wrong_value(o.key_or_group, text.partition("=")[2])
+    return f"config: {msg.split(' Config search path')[0]}"
+
+
+def _group_file_error(option: str, kind: str, detail: str) -> str:
+    """A group file (`data/my_mix`) whose content does not fit the schema."""
+    group, _, name = option.rpartition("/")
+    where = next((d / group / f"{name}.yaml" for d in search_dirs() if (d / group / f"{name}.yaml").is_file()),
+                 f"{option}.yaml")
+    key = re.search(r"full_key: (\S+)", detail)
+    if kind == "ConfigKeyError" and key and key.group(1).startswith(f"{group}.{group}"):
+        return (f"{where}: its keys land under {group}.{group}; start a {group} file with "
+                "`# @package _global_` as configs/model/*.yaml do, or drop the top-level "
+                f"`{group}:` from it")
+    if kind == "ConfigKeyError" and key:
+        return f"{where}: {messages.unknown_key(key.group(1))}"
+    return f"{where}: {detail.split(' full_key:')[0]}; fix that file"
+
+
+def _typed(composed) -> Config:
     schema = OmegaConf.structured(Config)
     try:
         merged = OmegaConf.merge(schema, composed)
         OmegaConf.resolve(merged)
         cfg = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as e:
+        raise ConfigError(messages.missing_value(e.full_key or "config")) from None
+    except ConfigKeyError as e:
+        raise ConfigError(messages.unknown_key(e.full_key or str(e.key))) from None
+    except ValidationError as e:
+        got = re.match(r"Value '(.*)' of type", str(e.msg))
+        if e.full_key and got:
+            raise ConfigError(messages.wrong_value(e.full_key, got.group(1))) from None
+        raise ConfigError(f"{e.full_key or 'config'}: {_one_line(e)}") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(f"{key}: {_one_line(e)}") from None
     assert isinstance(cfg, Config)
-    _absolutize_paths(cfg)
     return cfg
 
 
@@ -104,19 +258,8 @@ def _unknown_keys(node, schema, prefix: str = "") -> list[str]:
     return found
 
 
-def _unknown_key_message(key: str) -> str:
-    close = difflib.get_close_matches(key, _all_keys(), n=1)
-    hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the keys"
-    return f"{key}: unknown config key; {hint}"
-
-
 def _all_keys(schema=Config, prefix: str = "") -> list[str]:
-    keys = []
-    for name, hint in typing.get_type_hints(schema).items():
-        keys.append(prefix + name)
-        if dataclasses.is_dataclass(hint):
-            keys += _all_keys(hint, f"{prefix}{name}.")
-    return keys
+    return messages.all_keys(schema, prefix)
 
 
 def _absolutize_paths(cfg: Config) -> None:
@@ -140,7 +283,21 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml(path: str | os.PathLike) -> Config:
     """Read back a config.yaml written by `to_yaml` (e.g. from a run dir or a checkpoint)."""
-    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    merged = OmegaConf.merge(OmegaConf.structured(Config), drop_retired_keys(OmegaConf.load(path)))
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
     return cfg
+
+
+def drop_retired_keys(node):
+    """`node` (an OmegaConf tree of a whole config) without keys that were removed from the
+    schema, so config.yaml files written by older versions still load."""
+    tree = OmegaConf.to_container(node, resolve=False)
+    for dotted in messages.RETIRED_KEYS:
+        *parents, leaf = dotted.split(".")
+        section = tree
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(leaf, None)
+    return OmegaConf.create(tree)

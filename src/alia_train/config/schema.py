@@ -93,6 +93,9 @@ class TrainConfig:
     eval_iters: int = 2
     # What to do on a NaN/Inf loss or grad norm: "stop" or "skip" (the step).
     on_nonfinite: str = "stop"
+    # On a GPU, refuse to start a run that the memory planner says does not fit (alia-plan's
+    # estimate, with suggested layouts). false: start anyway.
+    check_memory: bool = True
 
 
 @dataclass
@@ -122,16 +125,18 @@ class DataConfig:
     cache_dir: str = "${run.dir}/data_cache"
     # Prepare (tokenize) the shipped sample corpus when sources is empty.
     use_sample: bool = True
-    num_workers: int = 0
 
 
 @dataclass
 class CheckpointConfig:
     interval: int = 0  # 0 = only at the end and on signal
     keep: int = 3
-    # Start from this checkpoint (a run dir or a checkpoint dir) instead of run.dir's latest.
+    # Start from another run's checkpoint (a run dir or a checkpoint dir) while run.dir has none
+    # of its own; the run's own checkpoints always win, so restarts resume exactly.
     load: str | None = None
     async_save: bool = False
+    # One-shot, with `load` only: fresh optimizer + LR schedule from step 0 / data from sample 0.
+    # Ignored once the run has checkpoints of its own.
     reset_optimizer: bool = False
     reset_data: bool = False
     save_on_signal: bool = True

@@ -20,7 +20,7 @@ The checkpoint's global tensors are layout-independent; only the vocabulary padd
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -156,12 +156,13 @@ def import_from_hf(
     dtype: torch.dtype | None = None,
     tokenizer: str | Path | None = None,
     log: Callable[[str], None] = print,
+    config_dirs: Sequence[str] = (),
 ) -> ImportResult:
     final = check_output_dir(out_dir)
     hf_dir = Path(hf_dir).absolute()
     if not hf_dir.is_dir():
         raise ConversionError(f"{hf_dir}: no such directory")
-    cfg = load_config(overrides)
+    cfg = load_config(overrides, config_dirs)  # config_dirs: the CLI's --config-dir
     # The recorded config describes OUT_DIR as it will be: a run dir with its own tokenizer.
     cfg.run.dir = str(final)
     cfg.data.tokenizer = str(final / "tokenizer.model")

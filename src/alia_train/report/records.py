@@ -5,9 +5,10 @@ so it logs again steps that the previous launch had already logged; those later 
 When a launch goes back in time (a train record whose step is not after the previous train
 record), every earlier record from that step on is dropped, not only the ones it re-logs: a
 resumed run that stops sooner, or evaluates at other steps, leaves no stale points behind.
-A `{"kind": "launch", "step": S}` record (a launch that starts from step S), when the trainer
-writes one, marks the same exactly: earlier records after S are dropped even when the new
-launch logs at other steps (a changed logging.interval).
+A `{"kind": "launch", "step": S}` record (a launch that starts from step S; alia-train writes
+one at every start, cli/launch_record.py) marks the same exactly: earlier records after S are
+dropped even when the new launch logs at other steps (a changed logging.interval). Files from
+before launch records existed are read by the rewind rule alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Records:
     # Launches seen in the file (1 + the times the step went back) and records superseded.
     launches: int = 0
     replaced: int = 0
+    # The launch records themselves, in file order (world size, layout, versions, time).
+    launch_records: list[dict] = field(default_factory=list)
 
 
 def _parse(line: str) -> dict | None:
@@ -59,6 +62,7 @@ def _number(value):
 def parse_lines(lines) -> Records:
     kept: dict[tuple[str, int], dict] = {}
     launches, replaced, last_train_step = 0, 0, None
+    launch_records: list[dict] = []
     for line in lines:
         rec = _parse(line)
         if rec is None:
@@ -69,6 +73,7 @@ def parse_lines(lines) -> Records:
         if launches == 0:
             launches = 1
         if kind == "launch":
+            launch_records.append(rec)
             stale = [key for key in kept if key[1] > step]
             for key in stale:
                 del kept[key]
@@ -93,6 +98,7 @@ def parse_lines(lines) -> Records:
         valid=[r for r in ordered if r["kind"] == "valid"],
         launches=launches,
         replaced=replaced,
+        launch_records=launch_records,
     )
 
 

@@ -86,6 +86,25 @@ def _status(run: RunData) -> list[str]:
     return lines + [""]
 
 
+def _launches(run: RunData) -> list[str]:
+    """One row per start of alia-train, from its launch record in metrics.jsonl."""
+    recs = run.records.launch_records
+    if not recs:
+        return []
+    rows = []
+    for i, r in enumerate(recs, 1):
+        lay = r.get("layout") if isinstance(r.get("layout"), dict) else {}
+        layout = " ".join(f"{k} {v}" for k, v in lay.items() if v is not None)
+        versions = r.get("versions") if isinstance(r.get("versions"), dict) else {}
+        code = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+        if r.get("git"):
+            code += f"; git {str(r['git'])[:12]}{'+dirty' if str(r['git']).endswith('+dirty') else ''}"
+        rows.append((str(i), str(r.get("time", "–")), str(r["step"]), str(r.get("world_size", "–")),
+                     layout or "–", str(r.get("device", "–")), code or "–"))
+    header = ("#", "started", "from step", "processes", "layout", "device", "code")
+    return ["## Launches", ""] + _table(header, rows) + [""]
+
+
 def _config(run: RunData) -> list[str]:
     if run.config is None:
         return ["## Run configuration", "", "No config.yaml in the run directory.", ""]
@@ -217,6 +236,6 @@ def _plots(names: list[str]) -> list[str]:
 
 
 def render_markdown(run: RunData, data: PlotData, plot_names: list[str]) -> str:
-    lines = (_status(run) + _config(run) + _last_values(run) + _languages(data)
+    lines = (_status(run) + _config(run) + _launches(run) + _last_values(run) + _languages(data)
              + _timing(run) + _plots(plot_names))
     return "\n".join(lines).rstrip() + "\n"

@@ -23,7 +23,7 @@ from alia_train.training.batches import MicroBatchIterator
 from alia_train.training.flops import mfu, training_flops_per_token
 from alia_train.training.metrics import Console, MetricsSink
 from alia_train.training.optimizer import attach_schedule_hooks, build_optimizer, wrap_ddp
-from alia_train.training.signals import EXIT_RESUME, StopRequest
+from alia_train.training.signals import install_stop_handler, release_stop_handler
 from alia_train.training.step import LossAccumulator, eval_step, train_step
 
 EXIT_OK = 0
@@ -78,7 +78,7 @@ class Trainer:
         self.progress = loaded.progress
         _log(
             f"resumed from {loaded.path} at step {self.progress.step} "
-            f"(consumed samples {self.progress.consumed_samples})"
+            f"(consumed samples {self.progress.consumed_samples}){loaded.note}"
         )
 
     def build_data(self) -> None:
@@ -127,15 +127,17 @@ class Trainer:
     def train(self) -> int:
         cfg, tr = self.cfg, self.cfg.train
         rank0 = dist.get_rank() == 0
-        stop = StopRequest() if cfg.checkpoint.save_on_signal else None
+        # Installed by alia-train's main already; release gives signals their default action.
+        stop = install_stop_handler() if cfg.checkpoint.save_on_signal else release_stop_handler()
         console = Console(cfg.logging.console, tr.steps)
-        sink = MetricsSink(cfg.run.dir, console, self.rt.trackers) if rank0 else None
+        # Records past the resumed step were written by a run that died before saving them.
+        sink = MetricsSink(cfg.run.dir, console, self.rt.trackers, resume_step=self.progress.step) if rank0 else None
         its = self._iterators(self.data.train, self.progress.consumed_samples)
         interval_start, interval_steps, interval_tokens = time.perf_counter(), 0, 0
         interval_loss_sum = 0.0
         lang_sums = [0.0] * len(self.languages)
         lang_tokens = [0] * len(self.languages)
-        exit_code = EXIT_OK
+        exit_code, decision = EXIT_OK, None
         if self.rt.cuda:
             torch.cuda.reset_peak_memory_stats()
         try:
@@ -188,10 +190,14 @@ class Trainer:
                         console.message(f"validation step {step}: loss {rec.get('loss', float('nan')):.4f} ({shown})")
 
                 ck = cfg.checkpoint
-                if stop is not None and stop.agreed():
-                    _log(f"stop requested (signal {stop.signum}): saving a checkpoint at step {step}")
+                decision = stop.agreed() if stop is not None else None
+                if decision is not None:
+                    _log(decision.announce(step))
+                    warning = decision.kill_wait_warning(self.checkpoints.last_save_seconds)
+                    if warning:
+                        _log(warning)
                     self.checkpoints.save(self.progress, blocking=True)
-                    exit_code = EXIT_RESUME
+                    exit_code = decision.exit_code
                     break
                 if ck.interval and step % ck.interval == 0 and step < tr.steps:
                     self.checkpoints.save(self.progress)
@@ -202,8 +208,8 @@ class Trainer:
             self.checkpoints.close()
             if sink:
                 sink.close()
-        if exit_code == EXIT_RESUME:
-            _log(f"checkpoint saved; exiting with code {EXIT_RESUME} (resume me)")
+        if decision is not None:
+            _log(decision.farewell(self.checkpoints.last_save_seconds))
         else:
             _log(f"training finished at step {self.progress.step}")
         return exit_code
@@ -239,6 +245,28 @@ class Trainer:
 
 
 def save_run_config(cfg: Config) -> None:
+    """Write RUN_DIR/config.yaml atomically (temporary file in the same directory, fsync,
+    rename, fsync of the directory): readers see the previous file or the new one whole, never
+    a truncated one (a full disk fails here, before the old file is touched)."""
+    import os
+    import uuid
+
     run_dir = Path(cfg.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    tmp = run_dir / f".config.yaml.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(to_yaml(cfg))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / "config.yaml")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
