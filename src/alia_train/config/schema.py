@@ -47,7 +47,7 @@ class ParallelConfig:
     # Virtual pipeline stages per pipeline rank (interleaved schedule); None = not interleaved.
     vpp: int | None = None
     cp: int = 1
-    # Sequence parallelism (needs tp > 1 and a GPU).
+    # Sequence parallelism (needs tp > 1; runs on GPU and, over gloo, on CPU).
     sp: bool = False
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
