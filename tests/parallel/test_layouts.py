@@ -64,13 +64,17 @@ def test_single_process_learns(runs):
     assert losses[STEPS] < losses[1] - 0.5, losses
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_layout_matches_single_process(runs, layout):
+def assert_matches_single_process(runs, name: str, tolerance: float) -> None:
     reference = train_losses(runs / "single")
-    losses = train_losses(runs / layout)
+    losses = train_losses(runs / name)
     assert sorted(losses) == sorted(reference)
     worst = max(relative_diff(losses[s], reference[s]) for s in reference)
-    assert worst < 1e-4, f"{layout}: worst relative loss difference {worst:.2e}\n{losses}\n{reference}"
+    assert worst < tolerance, f"{name}: worst relative loss difference {worst:.2e}\n{losses}\n{reference}"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_matches_single_process(runs, layout):
+    assert_matches_single_process(runs, layout, 1e-4)
 
 
 def test_resume_with_distributed_optimizer_and_overlap_is_exact(runs):
@@ -86,8 +90,4 @@ def test_resume_with_distributed_optimizer_and_overlap_is_exact(runs):
 
 @pytest.mark.parametrize("mode", list(RECOMPUTE))
 def test_recompute_matches_no_recompute(runs, mode):
-    reference = train_losses(runs / "single")
-    losses = train_losses(runs / mode)
-    assert sorted(losses) == sorted(reference)
-    worst = max(relative_diff(losses[s], reference[s]) for s in reference)
-    assert worst < 1e-5, f"{mode}: worst relative loss difference {worst:.2e}\n{losses}\n{reference}"
+    assert_matches_single_process(runs, mode, 1e-5)

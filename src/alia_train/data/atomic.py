@@ -15,8 +15,18 @@ def tmp_name(final: str | os.PathLike) -> str:
     return f"{os.fspath(final)}.tmp-{socket.gethostname()}-{os.getpid()}"
 
 
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make renames and creations inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary, fsync, rename over `final`: a crash leaves old or new."""
+    """Write `data` to a temporary, fsync, rename over `final`, fsync the directory: a crash
+    leaves the old file or the new one, whole."""
     tmp = tmp_name(final)
     try:
         with open(tmp, "wb") as f:
@@ -27,6 +37,7 @@ def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    fsync_dir(os.path.dirname(os.path.abspath(final)))
 
 
 def write_text_atomic(final: str | os.PathLike, text: str) -> None:

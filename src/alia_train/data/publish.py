@@ -19,7 +19,7 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from alia_train.data.atomic import tmp_name, write_json_atomic
+from alia_train.data.atomic import fsync_dir, tmp_name, write_json_atomic
 from alia_train.data.manifest import publishing_marker, read_manifest
 
 
@@ -38,14 +38,6 @@ def stage_text(final: str, text: str) -> StagedFile:
         f.flush()
         os.fsync(f.fileno())
     return StagedFile(tmp, final)
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def publish_set(files: list[StagedFile], manifest: StagedFile) -> list[str]:

@@ -245,28 +245,11 @@ class Trainer:
 
 
 def save_run_config(cfg: Config) -> None:
-    """Write RUN_DIR/config.yaml atomically (temporary file in the same directory, fsync,
-    rename, fsync of the directory): readers see the previous file or the new one whole, never
-    a truncated one (a full disk fails here, before the old file is touched)."""
-    import os
-    import uuid
+    """Write RUN_DIR/config.yaml atomically (temporary file, fsync, rename, fsync of the
+    directory): readers see the previous file or the new one whole, never a truncated one (a
+    full disk fails here, before the old file is touched)."""
+    from alia_train.data.atomic import write_text_atomic
 
     run_dir = Path(cfg.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".config.yaml.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(to_yaml(cfg))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run_dir / "config.yaml")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
