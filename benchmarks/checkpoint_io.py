@@ -9,8 +9,10 @@ training stall of an asynchronous save against a synchronous one, all in one pro
    save of the process (one-time set-up included); "steady" the median of the next ones. Both
    include writing, fsync, the CRC-32 of every file and publishing.
 3. Checksums: CRC-32 of the checkpoint's files alone (what COMPLETE's checksums cost).
-4. Async save: the time save() blocks the training loop (checkpoint.async_save=true), and the
-   time until the checkpoint is published.
+4. Async save (checkpoint.async_save=true): the time save() blocks the training loop, the
+   extra time of the next training steps while the writer runs (copy-on-write of the pages
+   training changes, and on a small machine the writer's CPU), and the time until the
+   checkpoint is published.
 5. Load: CheckpointManager.load_latest(), verification of sizes and checksums included (GB/s).
 """
 
@@ -22,6 +24,7 @@ import shutil
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -56,29 +59,103 @@ def checksum_seconds(ckpt: Path) -> float | None:
     return time.perf_counter() - start
 
 
-def build_trainer(root: Path, hidden: int, layers: int):
+@contextmanager
+def trained_one_step(root: Path, hidden: int, layers: int):
+    """A run started as alia-train starts one (checks, lock, resume, launch record), after one
+    optimizer step, so that Adam's moment tensors exist and are saved."""
     from alia_train.config import load_config
-    from alia_train.data.tokenizer import load_tokenizer
     from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime
-    from alia_train.training.step import train_step
-    from alia_train.training.trainer import Trainer
+    from alia_train.training.run import RunOptions, open_run
 
     h = hidden
     overrides = ["+model=tiny", f"model.hidden_size={h}", f"model.ffn_hidden_size={h * 11 // 4}",
                  f"model.num_layers={layers}", "model.num_attention_heads=8", "model.num_query_groups=8",
-                 f"run.dir={root}/run", "checkpoint.async_save=true", "checkpoint.keep=20"]
+                 f"run.dir={root}/run", "checkpoint.async_save=true", "checkpoint.keep=20",
+                 # short steps: the optimizer update still rewrites every weight and Adam moment
+                 "train.global_batch_size=1", "train.seq_length=32"]
     cfg = load_config(overrides)
-    tok = load_tokenizer(cfg.data.tokenizer)
-    rt = init_runtime(cfg, detect_launch_env())
-    trainer = Trainer(cfg, rt, tok)
-    # One optimizer step so Adam's moment tensors exist and are saved.
-    trainer.build_data()
-    its = trainer._iterators(trainer.data.train, 0)
-    train_step(trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
-               num_microbatches=trainer.num_microbatches, seq_length=cfg.train.seq_length,
-               micro_batch_size=cfg.train.micro_batch_size, device=rt.device)
-    return cfg, trainer
+    with open_run(cfg, detect_launch_env(), RunOptions(trackers=False)) as trainer:
+        trainer.step(trainer.batches(0))
+        yield cfg, trainer
+
+
+ASYNC_STEPS = 3
+
+
+def estimated_bytes(trainer) -> int:
+    """Parameters plus Adam's two moments in fp32, for the disk probe before the first save
+    (later probes use the size of the checkpoint just written)."""
+    params = sum(p.numel() for c in trainer.model for p in c.parameters())
+    return params * 4 * 3
+
+
+def async_cost(trainer, step: int) -> tuple[float, float, float]:
+    """(seconds save() blocks the loop, extra seconds of the next ASYNC_STEPS training steps
+    while the writer runs, seconds until the checkpoint is published)."""
+    from alia_train.checkpoint.manager import TrainingProgress
+
+    batches = trainer.batches(0)
+
+    def timed_steps() -> float:
+        start = time.perf_counter()
+        for _ in range(ASYNC_STEPS):
+            trainer.step(batches)
+        return time.perf_counter() - start
+
+    before = timed_steps()
+    start = time.perf_counter()
+    trainer.checkpoints.save(TrainingProgress(step=step))
+    stall = time.perf_counter() - start
+    after = timed_steps()
+    trainer.checkpoints.finalize_pending(blocking=True)
+    return stall, after - before, time.perf_counter() - start
+
+
+def measure(cfg, trainer, root: Path, saves: int) -> None:
+    from alia_train.checkpoint import layout
+    from alia_train.checkpoint.manager import TrainingProgress
+
+    mgr = trainer.checkpoints
+    ckpt_of = lambda step: layout.checkpoints_dir(cfg.run.dir) / layout.step_dir_name(step)  # noqa: E731
+
+    sync = []
+    disk = []
+    size = estimated_bytes(trainer)
+    for step in range(1, saves + 1):
+        # the disk's speed right before each save: it drifts on shared machines
+        disk.append(disk_write_speed(root / "disk_probe.bin", size))
+        start = time.perf_counter()
+        mgr.save(TrainingProgress(step=step), blocking=True)
+        sync.append(time.perf_counter() - start)
+        size = dir_bytes(ckpt_of(step))
+    crc = checksum_seconds(ckpt_of(saves))
+
+    step = saves + 1
+    stall, slowdown, async_total = async_cost(trainer, step)
+    start = time.perf_counter()
+    loaded = mgr.load_latest()
+    load_seconds = time.perf_counter() - start
+    trainer.close()
+    assert loaded is not None and loaded.path.name == layout.step_dir_name(step)
+
+    params = sum(p.numel() for c in trainer.model for p in c.parameters())
+    disk_speed = statistics.median(disk)
+    steady = statistics.median(sync[1:]) if len(sync) > 1 else sync[0]
+    print(f"model: {params / 1e6:.0f} M parameters (fp32) + Adam state; checkpoint {size / 1e9:.2f} GB")
+    print(f"disk sequential write (fsync): {disk_speed / 1e9:.2f} GB/s (median of {len(disk)}: "
+          f"{', '.join(f'{d / 1e9:.2f}' for d in disk)})")
+    print(f"sync save, first of the process: {sync[0]:.2f} s = {size / sync[0] / 1e9:.2f} GB/s "
+          f"({size / sync[0] / disk_speed:.0%} of disk)")
+    print(f"sync save, steady (median of {len(sync) - 1}): {steady:.2f} s = {size / steady / 1e9:.2f} GB/s "
+          f"({size / steady / disk_speed:.0%} of disk); all: {', '.join(f'{s:.2f}' for s in sync)} s")
+    if crc is not None:
+        print(f"CRC-32 of the files alone: {crc:.2f} s = {size / crc / 1e9:.2f} GB/s "
+              f"(inside every save; off the training loop in async saves)")
+    print(f"async save: loop blocked {stall:.2f} s ({stall / steady:.0%} of a steady sync save); "
+          f"published after {async_total:.2f} s; the {ASYNC_STEPS} training steps after it took "
+          f"{slowdown:+.2f} s more than the {ASYNC_STEPS} before it (copy-on-write, and the "
+          f"writer's CPU on this {os.cpu_count()}-core machine)")
+    print(f"load (verification included): {load_seconds:.2f} s = {size / load_seconds / 1e9:.2f} GB/s")
 
 
 def main() -> int:
@@ -92,52 +169,8 @@ def main() -> int:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
 
-    from alia_train.checkpoint import layout
-    from alia_train.checkpoint.manager import TrainingProgress
-
-    cfg, trainer = build_trainer(root, args.hidden, args.layers)
-    mgr = trainer.checkpoints
-    ckpt_of = lambda step: layout.checkpoints_dir(cfg.run.dir) / layout.step_dir_name(step)  # noqa: E731
-
-    sync = []
-    disk = []
-    for step in range(1, args.saves + 1):
-        if step > 1:  # the disk's speed right before each save, for a like-for-like ratio
-            disk.append(disk_write_speed(root / "disk_probe.bin", size))
-        start = time.perf_counter()
-        mgr.save(TrainingProgress(step=step), blocking=True)
-        sync.append(time.perf_counter() - start)
-        size = dir_bytes(ckpt_of(step))
-    crc = checksum_seconds(ckpt_of(args.saves))
-
-    step = args.saves + 1
-    start = time.perf_counter()
-    mgr.save(TrainingProgress(step=step))
-    stall = time.perf_counter() - start
-    mgr.finalize_pending(blocking=True)
-    async_total = time.perf_counter() - start
-
-    start = time.perf_counter()
-    loaded = mgr.load_latest()
-    load_seconds = time.perf_counter() - start
-    mgr.close()
-    assert loaded is not None and loaded.path.name == layout.step_dir_name(step)
-
-    params = sum(p.numel() for c in trainer.model for p in c.parameters())
-    disk_speed = statistics.median(disk) if disk else disk_write_speed(root / "disk_probe.bin", size)
-    steady = statistics.median(sync[1:]) if len(sync) > 1 else sync[0]
-    print(f"model: {params / 1e6:.0f} M parameters (fp32) + Adam state; checkpoint {size / 1e9:.2f} GB")
-    print(f"disk sequential write (fsync): {disk_speed / 1e9:.2f} GB/s (median of {len(disk)})")
-    print(f"sync save, first of the process: {sync[0]:.2f} s = {size / sync[0] / 1e9:.2f} GB/s "
-          f"({size / sync[0] / disk_speed:.0%} of disk)")
-    print(f"sync save, steady (median of {len(sync) - 1}): {steady:.2f} s = {size / steady / 1e9:.2f} GB/s "
-          f"({size / steady / disk_speed:.0%} of disk); all: {', '.join(f'{s:.2f}' for s in sync)} s")
-    if crc is not None:
-        print(f"CRC-32 of the files alone: {crc:.2f} s = {size / crc / 1e9:.2f} GB/s "
-              f"(inside every save; off the training loop in async saves)")
-    print(f"async save: loop blocked {stall:.2f} s ({stall / steady:.0%} of a steady sync save); "
-          f"published after {async_total:.2f} s")
-    print(f"load (verification included): {load_seconds:.2f} s = {size / load_seconds / 1e9:.2f} GB/s")
+    with trained_one_step(root, args.hidden, args.layers) as (cfg, trainer):
+        measure(cfg, trainer, root, args.saves)
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -5,7 +5,7 @@
 
 Runs the given alia-train config for `--warmup` + `--steps` optimizer steps (one process,
 parallel.tp=pp=1) and reports tokens/s, TFLOP/s per GPU, MFU (FLOPs per token from
-alia_train.training.flops: 6*N_nonembed + 6*L*s*h + 6*h*V) and peak memory. In the same call it
+alia_train.model.flops: 6*N_nonembed + 6*L*s*h + 6*h*V) and peak memory. In the same call it
 trains the same shape as `transformers.LlamaForCausalLM` (sdpa attention, bf16 weights, fused
 AdamW) on the same token batches (the micro-batches alia-train's data pipeline yields for those
 steps, with the same labels and loss mask) and reports the ratio. The two runs share the process, so
@@ -27,6 +27,7 @@ import gc
 import itertools
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -81,62 +82,57 @@ def random_batches(count: int, micro_batch_size: int, seq_length: int, vocab: in
     return batches
 
 
+def _alia_steps(trainer, steps: int, warmup: int, random_tokens: bool, cuda: bool):
+    """(the micro-batches the steps consume, seconds of the timed steps, their results, peak
+    GPU memory in GB or None)."""
+    import torch
+
+    tr = trainer.cfg.train
+    n_batches = (steps + warmup) * trainer.shape.num_microbatches
+    if random_tokens:
+        batches = random_batches(n_batches, tr.micro_batch_size, tr.seq_length, trainer.tokenizer.vocab_size)
+        its = [iter(batches) for _ in trainer.model]
+    else:
+        its = trainer.batches(0)
+        # The same samples again, from the start: one step takes num_microbatches of them.
+        batches = [{k: b[k] for k in ("tokens", "labels", "loss_mask")}
+                   for b in itertools.islice(trainer.batches(0)[0], n_batches)]
+    elapsed, results = _time_steps(lambda: trainer.step(its), steps, warmup, cuda)
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    return batches, elapsed, results, peak_gb
+
+
 def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: bool = False) -> tuple[dict, list[dict]]:
     """alia-train's figures, and the micro-batches its timed and warm-up steps consumed (in
-    order, on the CPU) for the baseline to train on."""
+    order, on the CPU) for the baseline to train on. The run starts as alia-train starts one
+    (checks, lock, launch record)."""
     import torch
 
     from alia_train.config import load_config
-    from alia_train.config.validate import validate
-    from alia_train.data.tokenizer import load_tokenizer
-    from alia_train.model.build import transformer_engine_available, uses_te
+    from alia_train.model.build import uses_te
+    from alia_train.model.flops import mfu, training_flops_per_token
     from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime
-    from alia_train.training.flops import mfu, training_flops_per_token
-    from alia_train.training.step import train_step
-    from alia_train.training.trainer import Trainer
+    from alia_train.training.errors import RunError
+    from alia_train.training.run import RunOptions, open_run
 
     cfg = load_config(overrides)
     cfg.train.steps = steps + warmup
     cfg.checkpoint.save_on_signal = False
-    launch = detect_launch_env()
     cuda = torch.cuda.is_available()
-    validate(cfg, launch.world_size, cuda, transformer_engine_available() if cuda else False)
     tr = cfg.train
+    stand_in = None
     if random_tokens:
         if cfg.model.vocab_size is None:
             sys.exit("train_throughput: --random-tokens needs model.vocab_size")
-        tokenizer = RandomTokens(cfg.model.vocab_size)
-    else:
-        tokenizer = load_tokenizer(cfg.data.tokenizer)
-        if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
-            sys.exit(f"train_throughput: model.vocab_size {cfg.model.vocab_size} but the tokenizer has "
-                     f"{tokenizer.vocab_size} pieces; pass --random-tokens to train the model's own vocabulary")
-    vocab = tokenizer.vocab_size
-    rt = init_runtime(cfg, launch)
-    trainer = Trainer(cfg, rt, tokenizer)
-    if random_tokens:
-        from alia_train.training.step import LossAccumulator
-
-        trainer.acc = LossAccumulator(1, rt.device)
-        batches = random_batches((steps + warmup) * trainer.num_microbatches, tr.micro_batch_size, tr.seq_length, vocab)
-        its = [iter(batches) for _ in trainer.model]
-    else:
-        trainer.build_data()
-        its = trainer._iterators(trainer.data.train, 0)
-        # The same samples again, from the start: one step takes num_microbatches of them.
-        batches = [{k: b[k] for k in ("tokens", "labels", "loss_mask")}
-                   for b in itertools.islice(trainer._iterators(trainer.data.train, 0)[0],
-                                             (steps + warmup) * trainer.num_microbatches)]
-
-    def one_step():
-        return train_step(
-            trainer.model, trainer.optimizer, trainer.scheduler, its, trainer.acc,
-            num_microbatches=trainer.num_microbatches, seq_length=tr.seq_length,
-            micro_batch_size=tr.micro_batch_size, device=rt.device,
-        )
-
-    elapsed, results = _time_steps(one_step, steps, warmup, cuda)
+        stand_in = RandomTokens(cfg.model.vocab_size)
+    options = RunOptions(trackers=False, with_data=not random_tokens, tokenizer=stand_in)
+    try:
+        with open_run(cfg, detect_launch_env(), options) as trainer:
+            batches, elapsed, results, peak_gb = _alia_steps(trainer, steps, warmup, random_tokens, cuda)
+    except RunError as e:
+        hint = "; or pass --random-tokens to train the model's own vocabulary" if str(e).startswith("model.vocab_size") else ""
+        sys.exit(f"train_throughput: {e}{hint}")
+    vocab = trainer.tokenizer.vocab_size
     losses = [r.loss for r in results]
     tokens_per_sec = steps * tr.global_batch_size * tr.seq_length / elapsed
     flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab)
@@ -146,13 +142,13 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": mfu(tokens_per_sec, flops_per_token, cfg.cluster.peak_tflops),
-        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "peak_mem_gb": peak_gb,
         "last_loss": losses[-1],
         "flops_per_token": flops_per_token,
         "shape": {"layers": cfg.model.num_layers, "hidden": cfg.model.hidden_size, "seq": tr.seq_length,
                   "micro_batch": tr.micro_batch_size, "global_batch": tr.global_batch_size, "vocab": vocab},
     }
-    del trainer, its
+    del trainer
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -234,7 +230,10 @@ def main() -> int:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    alia, batches = bench_alia(overrides, args.steps, args.warmup, args.random_tokens)
+    with tempfile.TemporaryDirectory(prefix="alia-train-bench-") as tmp:
+        # A run directory of its own unless one is given: a benchmark never touches a real run.
+        run_dir = [] if any(o.startswith("run.dir=") for o in overrides) else [f"run.dir={tmp}"]
+        alia, batches = bench_alia([*overrides, *run_dir], args.steps, args.warmup, args.random_tokens)
     rows = [alia]
     if not args.no_baseline:
         from alia_train.config import load_config

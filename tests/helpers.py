@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from conftest import BIN, subprocess_env
-from alia_train.training.metrics import read_metrics
+from alia_train.metrics_file import read_records
 
 
 def train_losses(run_dir: str | Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r.get("kind", "train") == "train"}
+    return {r["step"]: r["loss"] for r in read_records(Path(run_dir) / "metrics.jsonl").train}
 
 
 def run_layouts(out: Path, common: list[str], runs: dict[str, list[str]], nproc: int, timeout: int = 600) -> None:

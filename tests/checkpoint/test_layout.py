@@ -7,7 +7,10 @@ import os
 import zlib
 from pathlib import Path
 
+import pytest
+
 from alia_train.checkpoint import layout
+from alia_train.fs import write_text_atomic
 
 
 def _checkpoint(run_dir: Path, step: int, payload: bytes = b"") -> Path:
@@ -42,7 +45,7 @@ def test_checkpoints_without_checksums_are_checked_by_size(tmp_path):
     ckpt = _checkpoint(tmp_path, 2)
     manifest = layout.read_manifest(ckpt)
     del manifest["crc32"]  # as written before checksums existed
-    layout.write_atomic(ckpt / layout.COMPLETE, __import__("json").dumps(manifest))
+    write_text_atomic(ckpt / layout.COMPLETE, __import__("json").dumps(manifest))
     assert layout.verify(ckpt, deep=(0, 1)) is None
 
 
@@ -77,3 +80,73 @@ def test_publish_merges_writer_checksums(tmp_path):
     ckpt = layout.publish(tmp_path, 2, crc32={"__0_0.distcp": f"{zlib.crc32(b'abc'):08x}"})
     assert layout.read_manifest(ckpt)["crc32"] == {"__0_0.distcp": f"{zlib.crc32(b'abc'):08x}"}
     assert (layout.checkpoints_dir(tmp_path) / "latest").read_text().strip() == "step_00000002"
+
+
+def _names(paths) -> list[str]:
+    return [p.name for p in paths]
+
+
+def test_a_save_is_invisible_until_published(tmp_path):
+    """partial -> COMPLETE + rename -> latest: a checkpoint being written is never a candidate."""
+    partial = layout.partial_dir(tmp_path, 4)
+    partial.mkdir(parents=True)
+    (partial / "__0_0.distcp").write_bytes(b"x" * 100)
+    assert layout.candidates(tmp_path) == [] and layout.complete_checkpoints(tmp_path) == []
+    ckpt = layout.publish(tmp_path, 4, extra={"layout": {"tp": 1}})
+    assert ckpt.name == "step_00000004" and not partial.exists()
+    manifest = layout.read_manifest(ckpt)
+    assert manifest["step"] == 4 and manifest["files"] == {"__0_0.distcp": 100}
+    assert manifest["layout"] == {"tp": 1} and set(manifest["crc32"]) == {"__0_0.distcp"}
+    assert (layout.checkpoints_dir(tmp_path) / "latest").read_text() == "step_00000004\n"
+    assert layout.verify(ckpt, deep=(0, 1)) is None
+
+
+def test_partials_are_removed_and_never_loaded(tmp_path):
+    _checkpoint(tmp_path, 2)
+    layout.partial_dir(tmp_path, 4).mkdir()
+    assert _names(layout.candidates(tmp_path)) == ["step_00000002"]
+    assert _names(layout.remove_partials(tmp_path)) == ["step_00000004.partial"]
+    assert sorted(_names(layout.checkpoints_dir(tmp_path).iterdir())) == ["latest", "step_00000002"]
+    assert layout.verify(layout.partial_dir(tmp_path, 6)) == "no COMPLETE marker (the save did not finish)"
+
+
+def test_latest_first_then_newest(tmp_path):
+    for step in (2, 4, 6):
+        _checkpoint(tmp_path, step)
+    write_text_atomic(layout.checkpoints_dir(tmp_path) / "latest", "step_00000004\n")
+    assert _names(layout.candidates(tmp_path)) == ["step_00000004", "step_00000006", "step_00000002"]
+    (layout.checkpoints_dir(tmp_path) / "latest").unlink()  # lost: newest step first
+    assert _names(layout.candidates(tmp_path)) == ["step_00000006", "step_00000004", "step_00000002"]
+
+
+def test_retention_keeps_the_newest_and_marked_ones(tmp_path):
+    for step in (2, 4, 6, 8):
+        _checkpoint(tmp_path, step)
+    (layout.checkpoints_dir(tmp_path) / "step_00000002" / layout.KEEP).touch()
+    removed = layout.apply_retention(tmp_path, keep=2)
+    assert _names(removed) == ["step_00000004"]
+    assert _names(layout.complete_checkpoints(tmp_path)) == ["step_00000008", "step_00000006", "step_00000002"]
+
+
+def test_retention_never_removes_what_latest_names(tmp_path):
+    """A stage restarted at a lower step (another run's checkpoint as its start) publishes a
+    checkpoint older by step than the ones already there; it is the one a restart loads."""
+    for step in (6, 8, 2):
+        _checkpoint(tmp_path, step)
+    assert (layout.checkpoints_dir(tmp_path) / "latest").read_text().strip() == "step_00000002"
+    layout.apply_retention(tmp_path, keep=1)
+    assert _names(layout.complete_checkpoints(tmp_path)) == ["step_00000008", "step_00000002"]
+    assert _names(layout.candidates(tmp_path))[0] == "step_00000002"
+
+
+def test_load_accepts_a_checkpoint_a_run_or_its_checkpoints_dir(tmp_path):
+    for step in (2, 4):
+        _checkpoint(tmp_path, step)
+    ckpts = layout.checkpoints_dir(tmp_path)
+    assert _names(layout.load_candidates(str(ckpts / "step_00000002"))) == ["step_00000002"]
+    assert _names(layout.load_candidates(str(tmp_path))) == ["step_00000004", "step_00000002"]
+    assert _names(layout.load_candidates(str(ckpts))) == ["step_00000004", "step_00000002"]
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="checkpoint.load: no checkpoint found at .*empty_run"):
+        layout.load_candidates(str(empty))

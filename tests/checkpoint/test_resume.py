@@ -143,6 +143,24 @@ def test_sigkill_during_save_falls_back_to_previous(tmp_path, cache, reference):
     assert not list(ckpts.glob("*.partial"))
 
 
+def test_async_saves_hold_the_state_of_their_step(tmp_path, cache, reference):
+    """An async save writes in a forked child while training goes on. Here every writer waits
+    1.5 s before writing, so the parent has changed the weights by then (tiny steps take
+    well under a second): each checkpoint must still hold its own step's state, and async
+    saving must not change the training. A run started from the async step-6 checkpoint
+    reproduces the reference's steps 7..12 bit for bit."""
+    run_dir = tmp_path / "async"
+    cmd = command(run_dir, cache, "checkpoint.async_save=true", "checkpoint.keep=10")
+    entry = [sys.executable, str(Path(__file__).with_name("fault_entry.py")), "0", "--delay-writes=1.5"]
+    finish([*entry, *cmd[1:]], tmp_path / "async.txt")
+    assert train_losses(run_dir) == reference
+    step6 = run_dir / "checkpoints" / "step_00000006"
+    assert (step6 / "COMPLETE").exists()
+    continued = tmp_path / "continued"
+    finish(command(continued, cache, f"checkpoint.load={step6}"), tmp_path / "continued.txt")
+    assert train_losses(continued) == {s: loss for s, loss in reference.items() if s > 6}
+
+
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
 def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference, reference_dir, damage):
     """A truncated file, or 4 KiB overwritten inside it at the same size (caught by the CRC-32
@@ -178,7 +196,7 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference, refere
 
 
 def test_sigusr1_saves_and_exits_resume_me(tmp_path, cache, reference):
-    from alia_train.training.signals import EXIT_RESUME
+    from alia_train.exit_codes import EXIT_RESUME
 
     run_dir = tmp_path / "run"
     cmd = command(run_dir, cache, "checkpoint.interval=0")  # only the signal makes a checkpoint
@@ -294,7 +312,7 @@ def test_disk_full_keeps_earlier_checkpoints(tmp_path, cache, reference_dir):
 def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, reference_dir):
     """checkpoint.load + both resets starts a new stage at step 0 / sample 0 once; every restart
     after that (a rerun with more steps, a SIGKILL) resumes the stage's own checkpoints exactly."""
-    from alia_train.training.metrics import read_metrics
+    from alia_train.metrics_file import record_text
 
     run_dir = tmp_path / "stage"
     stage = [f"checkpoint.load={reference_dir}", "checkpoint.reset_optimizer=true", "checkpoint.reset_data=true"]
@@ -308,7 +326,9 @@ def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, refer
     assert f"step_{4:08d} at step 4 (consumed samples 32)" in text2 and "not applied" in text2
     text3 = finish(cmd, tmp_path / "log3.txt")
     assert f"step_{6:08d} at step 6 (consumed samples 48)" in text3
-    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind", "train") == "train"]
+    # Every line of the file, not the report's reading (which drops superseded records).
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [r for r, _ in filter(None, map(record_text, lines)) if r.get("kind", "train") == "train"]
     assert [r["step"] for r in records] == list(range(1, 9))  # 8 logged steps, each once
     assert [r["consumed_samples"] for r in records] == [8 * s for s in range(1, 9)]
     assert [p.name for p in layout_checkpoints(run_dir)] == [f"step_{8:08d}", f"step_{6:08d}"]

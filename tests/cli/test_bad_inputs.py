@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from alia_train.cli import convert, data, plan, train
+from alia_train.parallel import runtime
 from conftest import cli, subprocess_env
 
 TINY = "+model=tiny"
@@ -93,9 +94,9 @@ def _must_not_start(*args, **kwargs):
 @pytest.fixture
 def tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    # A guard, not a stand-in: every case must be refused before alia-train's run() would
-    # start process groups and train (in this process).
-    monkeypatch.setattr(train, "run", _must_not_start)
+    # A guard, not a stand-in: every case must be refused before the training entry point
+    # would start process groups and train (in this process).
+    monkeypatch.setattr(runtime, "init_runtime", _must_not_start)
     (tmp_path / "afile").write_text("not a directory\n")
     (tmp_path / "empty").mkdir()
     for group, name, text in (("data", "broken", "sources: [\n"), ("data", "typo", "sourcs: []\n"),

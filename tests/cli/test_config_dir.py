@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 from alia_train.cli import data, plan
+from alia_train.exit_codes import EXIT_OK
 from alia_train.data.sample import sample_corpus_dir, sample_tokenizer_path
 
 
@@ -13,7 +14,7 @@ def test_alia_plan_uses_a_cluster_of_ones_own(tmp_path, capsys):
     (tmp_path / "cluster").mkdir()
     (tmp_path / "cluster" / "my_site.yaml").write_text(
         "name: my_site\ngpus_per_node: 8\nnodes: 2\ngpu_memory_gb: 141\npeak_tflops: 989\nassumed_mfu: 0.4\n")
-    assert plan.main(["--config-dir", str(tmp_path), "+model=salamandra_2b", "cluster=my_site"]) == plan.EXIT_FITS
+    assert plan.main(["--config-dir", str(tmp_path), "+model=salamandra_2b", "cluster=my_site"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "salamandra_2b on my_site: 2 node(s) x 8 GPU(s) = 16 GPUs of 141 GiB" in out
 

@@ -139,3 +139,52 @@ def test_wrong_type_says_what_the_key_expects(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(["+model=tiny", override])
     assert str(e.value) == message
+
+
+def test_group_files_hold_only_what_differs_from_the_schema():
+    """Defaults live in the schema alone: a packaged group option sets only what it changes
+    (model files are recipes and may spell out their values)."""
+    import dataclasses
+
+    import yaml
+
+    from alia_train.config.schema import Config
+
+    for path in sorted(config_dir().glob("*/*.yaml")):
+        group = path.parent.name
+        if group == "model":
+            continue
+        schema = getattr(Config(), group)
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            default = getattr(schema, key)
+            default = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+            assert value != default, f"{path.name}: {group}.{key}={value!r} is the schema's default"
+
+
+def test_choices_are_written_and_read_back_as_plain_strings(tmp_path):
+    from alia_train.config.load import from_yaml
+    from alia_train.config.schema import Recompute
+
+    cfg = load_config(["+model=alia_40b", "train.precision=bf16"])
+    text = to_yaml(cfg)
+    assert "  recompute: selective\n" in text and "  precision: bf16\n" in text
+    (tmp_path / "config.yaml").write_text(text)
+    again = from_yaml(tmp_path / "config.yaml")
+    assert again == cfg and again.train.recompute is Recompute.selective
+
+
+def test_run_name_defaults_to_the_model_name():
+    assert load_config(["+model=salamandra_7b"]).run.name == "salamandra_7b"
+    assert load_config(["+model=tiny", "run.name=try"]).run.name == "try"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("recompute: some\n", "train.recompute: 'some' is not one of none, selective, full"),
+    ("steps: many\n", "train.steps: expects an integer, got 'many'; e.g. train.steps=100"),
+])
+def test_a_wrong_value_in_a_group_file_names_the_file_and_the_key(tmp_path, content, message):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "mine.yaml").write_text(content)
+    with pytest.raises(ConfigError) as e:
+        load_config(["+model=tiny", "train=mine"], [tmp_path])
+    assert str(e.value) == f"{tmp_path / 'train' / 'mine.yaml'}: {message}"

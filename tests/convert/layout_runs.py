@@ -49,36 +49,29 @@ def main() -> None:
     from megatron.core import parallel_state
 
     from alia_train.config import load_config
-    from alia_train.config.validate import validate
-    from alia_train.data.tokenizer import load_tokenizer
     from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-    from alia_train.training.trainer import Trainer, save_run_config
+    from alia_train.parallel.runtime import shutdown
+    from alia_train.training.run import RunOptions, open_run
 
     spec = json.loads(open(sys.argv[1]).read())
     launch = detect_launch_env()
     for job in spec["jobs"]:
         run_dir = f"{spec['root']}/{job['name']}"
         cfg = load_config([*spec["common"], f"run.dir={run_dir}", *job["overrides"]])
-        validate(cfg, launch.world_size, cuda=False, te_available=False)
-        tokenizer = load_tokenizer(cfg.data.tokenizer)
-        rt = init_runtime(cfg, launch)
-        if launch.rank == 0:
-            save_run_config(cfg)
-        trainer = Trainer(cfg, rt, tokenizer)
-        trainer.resume()
-        if job.get("train", True):
-            trainer.build_data()
-            trainer.train()
-        tokens = torch.tensor([[tokenizer.bos, *tokenizer.encode(spec["text"])]], dtype=torch.long)
-        logits = forward_logits(trainer.model, tokens)
-        # One writer: the last stage's first tensor-parallel and data-parallel rank.
-        if logits is not None and parallel_state.get_tensor_model_parallel_rank() == 0 \
-                and parallel_state.get_data_parallel_rank() == 0:
-            torch.save({"tokens": tokens, "logits": logits, "step": trainer.progress.step,
-                        "layout": {"tp": cfg.parallel.tp, "pp": cfg.parallel.pp}}, f"{run_dir}/logits.pt")
-        dist.barrier()
-        parallel_state.destroy_model_parallel()
+        train = job.get("train", True)
+        # As alia-train starts a run; a job that only loads a checkpoint builds no datasets.
+        with open_run(cfg, launch, RunOptions(with_data=train, keep_process_group=True)) as trainer:
+            if train:
+                trainer.train()
+            tokenizer = trainer.tokenizer
+            tokens = torch.tensor([[tokenizer.bos, *tokenizer.encode(spec["text"])]], dtype=torch.long)
+            logits = forward_logits(trainer.model, tokens)
+            # One writer: the last stage's first tensor-parallel and data-parallel rank.
+            if logits is not None and parallel_state.get_tensor_model_parallel_rank() == 0 \
+                    and parallel_state.get_data_parallel_rank() == 0:
+                torch.save({"tokens": tokens, "logits": logits, "step": trainer.progress.step,
+                            "layout": {"tp": cfg.parallel.tp, "pp": cfg.parallel.pp}}, f"{run_dir}/logits.pt")
+            dist.barrier()
     shutdown()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -57,3 +59,25 @@ def test_size_arguments():
 
     assert _size("5GB") == 5 * 2**30 and _size("500MB") == 500 * 2**20 and _size("1000") == 1000
     assert _size("1.5GiB") == int(1.5 * 2**30)
+
+
+def test_safetensors_checkpoint_reads_through_safe_open(tmp_path):
+    from safetensors.torch import save_file
+
+    from alia_train.convert.errors import ConversionError
+    from alia_train.convert.safetensors_io import INDEX_NAME, SafetensorsCheckpoint
+
+    a, b = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(torch.bfloat16), torch.ones(5)
+    save_file({"a": a, "stray": b}, str(tmp_path / "x.safetensors"))
+    save_file({"b": b}, str(tmp_path / "y.safetensors"))
+    weight_map = {"a": "x.safetensors", "b": "y.safetensors"}
+    (tmp_path / INDEX_NAME).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    st = SafetensorsCheckpoint(tmp_path)
+    assert sorted(st.names()) == ["a", "b"]  # the index is authoritative: "stray" is not listed
+    assert st.shape("a") == (3, 4) and st.dtype("a") == torch.bfloat16 and st.dtype("b") == torch.float32
+    assert torch.equal(st.get("a"), a) and torch.equal(st.get("b"), b)
+
+    data = (tmp_path / "y.safetensors").read_bytes()
+    (tmp_path / "y.safetensors").write_bytes(data[:-4])  # cut short
+    with pytest.raises(ConversionError, match="y.safetensors: unreadable safetensors file"):
+        SafetensorsCheckpoint(tmp_path)

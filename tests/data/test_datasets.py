@@ -209,3 +209,21 @@ def test_shards_rewritten_in_place_get_fresh_index_caches(megatron_dist, tokeniz
         tokens = again.train[i]["tokens"].numpy()
         assert (tokens == fresh.train[i]["tokens"].numpy()).all()
         assert (_lang_of_token(tokens[tokens != EOD], list(LANG_TOKENS)) == 3).all()
+
+
+def test_document_ranges_are_megatrons(bundle, shards):
+    """doc_range (used to leave out sources with no documents in a split) gives the documents
+    megatron's builder really took, for the train and the validation split."""
+    from alia_train.data.datasets import doc_range, split_matrix
+
+    cfg, b = bundle
+    matrix = split_matrix(cfg.data.split)
+    assert matrix == [(0, 0.95), (0.95, 1.0), None]
+    documents = {s.path: read_index_info(s.path).documents for s in shards}
+    for ds in b.train.blended.datasets:
+        assert np.array_equal(ds.indices, np.arange(*doc_range(documents[ds.dataset_path], matrix, 0)))
+    for lang, vds in b.valid.items():
+        ds = vds.blended  # one source per language: the GPTDataset itself
+        assert np.array_equal(ds.indices, np.arange(*doc_range(documents[ds.dataset_path], matrix, 1)))
+    assert doc_range(10, split_matrix("98,2,0"), 1) == (10, 10)  # empty, as megatron rounds it
+    assert split_matrix("100,0,0")[1] is None and doc_range(7, split_matrix("100,0,0"), 1) == (0, 0)

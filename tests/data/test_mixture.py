@@ -10,7 +10,7 @@ import pytest
 from alia_train.config.schema import DataConfig, DataSource
 from alia_train.data.config_io import DataConfigError, load_data_config
 from alia_train.data.indexed import write_index
-from alia_train.data.mixture import MixtureError, format_plan, plan_mixture
+from alia_train.data.mixture import MixtureError, format_mixture_plan, plan_mixture
 
 COUNTS = {"/d/es": (10, 1000), "/d/en": (10, 3000), "/d/code": (5, 2000), "/d/eu": (2, 100), "/d/eu2": (2, 100)}
 
@@ -38,7 +38,7 @@ def test_tokens_seen_epochs_and_repetition_warning():
     assert by["en"].epochs == pytest.approx(12_000 * 3000 / mass / 3000)
     warnings = plan.warnings(4.0)
     assert [w.split()[0] for w in warnings] == ["es", "eu"]  # es: 4.6x, eu: 4.6x; en 2.3x is fine
-    text = format_plan(plan)
+    text = format_mixture_plan(plan)
     assert "WARNING: eu would be repeated 4.6 times" in text and "<-- repeated" in text
 
 

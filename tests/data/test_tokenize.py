@@ -221,11 +221,6 @@ def test_worker_counts_give_identical_shards(tmp_path, corpus_dir, tokenizer_pat
     assert outs[0] == outs[1] and len(outs[0]) == 10
 
 
-def test_worker_validation_reasons_are_the_documented_ones():
-    assert set(encode_worker.REASONS) == {
-        "invalid_json", "invalid_utf8", "missing_text", "empty", "too_long", "missing_lang", "bad_lang"}
-
-
 def test_bench_corpus_round_trip(tmp_path, shared_corpus):
     """Real multilingual text (skipped where ../shared/corpus is absent)."""
     src = shared_corpus / "bench" / "eu.jsonl.gz"

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from alia_train.cli.plan import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_FITS, main
+from alia_train.cli.plan import main
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_OK as EXIT_FITS
 
 ALIA_PLAN = Path(sys.executable).parent / "alia-plan"
 MN5_40B = ["+model=alia_40b", "cluster=marenostrum5", "cluster.nodes=256"]

@@ -6,9 +6,9 @@ import pytest
 
 from alia_train.config.load import load_config
 from alia_train.model.params import layer_params
-from alia_train.plan import plan_run
+from alia_train.plan import format_run_plan, plan_run
 from alia_train.plan import activations
-from alia_train.plan.layout import layout_from_config
+from alia_train.plan.parallel_layout import layout_from_config
 from alia_train.plan.memory import GIB
 
 MODEL_CARD = {
@@ -33,7 +33,7 @@ def test_published_layouts_fit_and_counts_match_model_cards(model):
     cfg = _cfg(model, nodes)
     plan = plan_run(cfg, nodes * 4)
     assert plan.counts.total == total and plan.counts.embedding == embedding
-    assert plan.fits, plan.format()
+    assert plan.fits, format_run_plan(plan)
     assert plan.layout.tokens_per_step == 4_194_304  # about 4M tokens per global batch
 
 
@@ -67,7 +67,7 @@ def test_40b_tp1_pp1_does_not_fit_and_suggests_layouts_that_do(cfg40):
     assert plan.suggestions
     overrides = plan.suggestions[0].split("  (")[0].split()
     again = plan_run(_cfg("alia_40b", 256, "parallel.tp=1", "parallel.pp=1", "parallel.sp=false", *overrides), 1024)
-    assert again.fits, again.format()
+    assert again.fits, format_run_plan(again)
 
 
 def test_activation_terms():
@@ -116,7 +116,7 @@ def test_config_problems_and_unknown_vocab():
     bad = plan_run(_cfg("alia_40b", 256, "parallel.tp=3"), 1024)
     assert not bad.fits and bad.layout is None
     assert any(p.startswith("parallel.tp") for p in bad.problems)
-    assert "cannot plan" in bad.format()
+    assert "cannot plan" in format_run_plan(bad)
     tiny = plan_run(load_config(["+model=tiny"]), 1)
     assert any(p.startswith("model.vocab_size") for p in tiny.problems)
     assert plan_run(load_config(["+model=tiny"]), 1, 32000).fits

@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import json
 
-from alia_train.training.metrics import Console, MetricsSink, drop_records_after, read_metrics
+from alia_train.metrics_file import read_records
+from alia_train.training.metrics import Console, MetricsSink, drop_records_after
 
 
 def _write(path, steps, tail: str = "") -> None:
@@ -28,7 +29,7 @@ def test_resume_drops_records_past_the_checkpoint(tmp_path):
     train = [r["step"] for r in records if r["kind"] == "train"]
     assert train == list(range(1, 11))
     assert [r["step"] for r in records if r["kind"] == "valid"] == [2]
-    assert [r["step"] for r in read_metrics(path) if r["kind"] == "train"] == train
+    assert [r["step"] for r in read_records(path).train] == train
 
 
 def test_nothing_to_drop_leaves_the_file_alone(tmp_path):

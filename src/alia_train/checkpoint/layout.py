@@ -23,6 +23,8 @@ import shutil
 import zlib
 from pathlib import Path
 
+from alia_train.fs import fsync_file, write_text_atomic
+
 COMPLETE = "COMPLETE"
 KEEP = "KEEP"
 PARTIAL_SUFFIX = ".partial"
@@ -45,23 +47,6 @@ def step_of(path: Path) -> int:
 
 def partial_dir(run_dir, step: int) -> Path:
     return checkpoints_dir(run_dir) / (step_dir_name(step) + PARTIAL_SUFFIX)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _file_manifest(directory: Path) -> dict[str, int]:
@@ -137,17 +122,15 @@ def publish(run_dir, step: int, extra: dict | None = None, crc32: dict[str, str]
     crc32 = dict(crc32 or {})
     missing = [name for name in files if name not in crc32]
     for name in missing:  # written by rank 0's metadata step, not by a shard writer: small
-        with open(src / name, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(src / name)
     crc32.update(checksums(src, missing))
     manifest = {"step": step, "files": files, "crc32": {n: crc32[n] for n in files}, **(extra or {})}
-    write_atomic(src / COMPLETE, json.dumps(manifest, indent=1))
+    write_text_atomic(src / COMPLETE, json.dumps(manifest, indent=1))
     dst = checkpoints_dir(run_dir) / step_dir_name(step)
     if dst.exists():  # a re-save of the same step (e.g. after a resume): replace it whole
         shutil.rmtree(dst)
     os.replace(src, dst)
-    write_atomic(checkpoints_dir(run_dir) / "latest", dst.name + "\n")
-    _fsync_dir(checkpoints_dir(run_dir))
+    write_text_atomic(checkpoints_dir(run_dir) / "latest", dst.name + "\n")  # fsyncs the rename too
     return dst
 
 
@@ -160,12 +143,19 @@ def complete_checkpoints(run_dir) -> list[Path]:
     return sorted(found, key=step_of, reverse=True)
 
 
+def _latest_name(run_dir) -> str | None:
+    latest_file = checkpoints_dir(run_dir) / "latest"
+    try:
+        return latest_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def candidates(run_dir) -> list[Path]:
     """Checkpoints to try loading, best first: the one `latest` names, then the others by step."""
     ordered = complete_checkpoints(run_dir)
-    latest_file = checkpoints_dir(run_dir) / "latest"
-    if latest_file.is_file():
-        name = latest_file.read_text().strip()
+    name = _latest_name(run_dir)
+    if name:
         for p in ordered:
             if p.name == name:
                 ordered.remove(p)
@@ -200,11 +190,13 @@ def apply_retention(run_dir, keep: int) -> list[Path]:
     fails the quick check (files missing or of the wrong size) is not counted as one of `keep`,
     and is removed once `keep` intact ones are newer than it."""
     removed, intact = [], 0
+    latest = _latest_name(run_dir)
     for p in complete_checkpoints(run_dir):
         if intact < keep:
             intact += verify(p) is None
             continue
-        if not (p / KEEP).exists():
+        # `latest` is what a restart loads: never delete it, whatever its step.
+        if not (p / KEEP).exists() and p.name != latest:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -22,6 +22,7 @@ import queue
 import random
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,10 @@ class _WriteThenChecksum:
     def __call__(self, *args, **kwargs):
         self.write_fn(*args, **kwargs)
         buckets = args[1] if len(args) > 1 else []
-        sums = {os.path.basename(b[0]): layout.file_crc32(Path(b[0])) for b in buckets if os.path.exists(b[0])}
+        files = [Path(b[0]) for b in buckets if os.path.exists(b[0])]
+        # One thread per file: reading and zlib.crc32 release the GIL.
+        with ThreadPoolExecutor(max(1, len(files))) as pool:
+            sums = dict(zip((f.name for f in files), pool.map(layout.file_crc32, files)))
         (self.target / _CRC_SIDE_FILE.format(self.rank)).write_text(json.dumps(sums))
 
 
@@ -192,17 +196,46 @@ def _host_only(write_buckets) -> bool:
     return all(t.device.type == "cpu" for _, _, (_, tensors) in write_buckets for _, t in tensors)
 
 
+class _ForkResultsQueue:
+    """Where megatron's shard writer reports its results, for runs with async saves.
+
+    megatron-core creates a multiprocessing Manager for this (a server process started with
+    "spawn": ~3 s of start-up, one more process for Slurm's signals to hit). Its async writer
+    is a child *forked* per save (TemporalAsyncCaller), so a queue created before the fork
+    reaches it: the child puts into a multiprocessing queue, blocking saves (in this process)
+    into a plain one, and the reader takes from whichever has the result. The child flushes its
+    queue before it exits, and megatron reads only after the child has exited."""
+
+    _CHILD_RESULT_WAIT_S = 10.0  # the result is already in the pipe; only a crashed child lacks one
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        self._owner = os.getpid()
+        self._local: queue.Queue = queue.Queue()
+        self._from_child = mp.get_context("fork").Queue()
+
+    def put(self, item) -> None:
+        (self._local if os.getpid() == self._owner else self._from_child).put(item)
+
+    def get_nowait(self):
+        try:
+            return self._local.get_nowait()
+        except queue.Empty:
+            return self._from_child.get(timeout=self._CHILD_RESULT_WAIT_S)
+
+    get = get_nowait
+
+
 def _prepare_results_queue(async_save: bool) -> None:
-    """megatron's shard writer reports its results through a queue that it creates at the first
-    save: a multiprocessing Manager (a server process; ~3 s to start here), needed only when
-    the writer runs in another process (async saves). Runs without async saves write in this
-    process (threads), so an in-process queue does; with async saves, the Manager is started
-    now, from the main thread, rather than inside the first save."""
+    """Give megatron's shard writer its results queue before the first save (else it starts a
+    Manager server process then): in-process without async saves, fork-aware with them."""
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-    if async_save:
-        filesystem_async.get_write_results_queue()
-    elif filesystem_async._results_queue is None:
+    current = filesystem_async._results_queue
+    if async_save and not isinstance(current, _ForkResultsQueue):
+        filesystem_async._results_queue = _ForkResultsQueue()
+    elif current is None:
         filesystem_async._results_queue = queue.Queue()
 
 

@@ -33,8 +33,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-from omegaconf import OmegaConf
-
+from alia_train.config.load import config_tree
 from alia_train.config.schema import Config
 
 POSITION_SETTINGS = (
@@ -80,7 +79,7 @@ def position_changes(saved_config_yaml: str | None, cfg: Config) -> list[tuple[s
     """(setting, saved value, current value) for every POSITION_SETTINGS entry that differs."""
     if not saved_config_yaml:
         return []  # e.g. a from-hf checkpoint: no data position to protect
-    saved = OmegaConf.to_container(OmegaConf.create(saved_config_yaml), resolve=False)
+    saved = config_tree(saved_config_yaml)
     current = asdict(cfg)
     changes = []
     for key in POSITION_SETTINGS:

@@ -8,6 +8,7 @@ import sys
 
 from alia_train.cli.config_dirs import add_config_dir_option
 from alia_train.cli.quiet import quiet_libraries
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_OK
 
 DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
 
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = 2) -> int:
+def _fail(message: str, code: int = EXIT_CONFIG) -> int:
     for line in message.splitlines():
         print(f"alia-convert: error: {line}", file=sys.stderr)
     return code
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                            config_dirs=args.config_dirs)
     except (ConversionError, ConfigError) as e:
         return _fail(str(e))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alia_train.data.progress import human
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+from alia_train.progress import human
 
 
 def _float_int(text: str) -> int:
@@ -26,7 +27,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """Usage mistakes in one line and exit 2, like every other alia-data error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"alia-data: error: {message}; see `{self.prog} --help`\n")
+        self.exit(EXIT_CONFIG, f"alia-data: error: {message}; see `{self.prog} --help`\n")
 
 
 def _add_tokenizer_train(sub) -> None:
@@ -107,7 +108,7 @@ def _cmd_tokenizer_train(a) -> int:
     )
     record = train_tokenizer(opts, log=lambda m: print(m, file=sys.stderr))
     print(f"wrote {a.output} (vocab {a.vocab_size:,}, sha256 {record['sha256'][:12]}) and {settings_path(a.output)}")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_tokenize(a) -> int:
@@ -121,7 +122,7 @@ def _cmd_tokenize(a) -> int:
     stats = tokenize(opts, log=lambda m: print(m, file=sys.stderr))
     print(format_stats(stats))
     print(f"stats: {stats_path(opts.output_prefix)}")
-    return 0
+    return EXIT_OK
 
 
 def format_stats(stats: dict) -> str:
@@ -141,7 +142,8 @@ def format_stats(stats: dict) -> str:
 
 def _cmd_mixture(a) -> int:
     from alia_train.data.config_io import load_data_config
-    from alia_train.data.mixture import format_plan, plan_mixture, resolve_path
+    from alia_train.data.indexed import resolve_path
+    from alia_train.data.mixture import format_mixture_plan, plan_mixture
 
     from alia_train.config.load import group_file
 
@@ -154,8 +156,8 @@ def _cmd_mixture(a) -> int:
     for s in data.sources:
         s.path = resolve_path(s.path)
     plan = plan_mixture(data.sources, data.multipliers, data.default_multiplier, a.tokens)
-    print(format_plan(plan, a.max_epochs))
-    return 0
+    print(format_mixture_plan(plan, a.max_epochs))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_mixture(args)
     except KeyboardInterrupt:
         print("alia-data: interrupted; no partly written set was published", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:  # our errors derive from ValueError
         print(f"alia-data: error: {error_line(e)}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
 
 def error_line(e: Exception) -> str:

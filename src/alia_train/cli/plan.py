@@ -12,10 +12,7 @@ import sys
 
 from alia_train.cli.config_dirs import add_config_dir_option
 from alia_train.cli.quiet import quiet_libraries
-
-EXIT_FITS = 0
-EXIT_DOES_NOT_FIT = 1
-EXIT_CONFIG = 2
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_OK
 
 EPILOG = """examples:
   alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256
@@ -61,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from alia_train.config.load import ConfigError, load_config
-    from alia_train.plan import plan_run
+    from alia_train.plan import format_run_plan, plan_run
 
     if args.mfu is not None and not 0 < args.mfu <= 1:
         return _fail(f"--mfu: must be in (0, 1], got {args.mfu}")
@@ -78,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_run(cfg, world_size, vocab, tokens=args.tokens, mfu=args.mfu)
     if plan.layout is None:  # the config itself is wrong, memory was not estimated
         return _fail("\n".join(plan.problems))
-    print(plan.format())
-    return EXIT_FITS if plan.fits else EXIT_DOES_NOT_FIT
+    print(format_run_plan(plan))
+    return EXIT_OK if plan.fits else EXIT_DOES_NOT_FIT
 
 
 if __name__ == "__main__":

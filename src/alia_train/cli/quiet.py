@@ -4,7 +4,8 @@ A tiny CPU run used to print ~19 warning lines per process from megatron-core an
 optional packages not installed (Transformer Engine, Apex, absl), deprecations of APIs we use on
 purpose (GPTModel, MCore async save) and "No CUDA runtime" on CPU. Logs that cry wolf are not
 read, so these are dropped here by message; the one fact that matters to a user (no Transformer
-Engine / Apex: slower GPU kernels) is said once by `accelerator_note`, on rank 0.
+Engine / Apex: slower GPU kernels) is said once, on rank 0, by
+alia_train.training.run.accelerator_note.
 
 Anything else a library warns about still shows. `python -W ...` or PYTHONWARNINGS turn the
 filtering off entirely (the user asked for warnings explicitly).
@@ -12,7 +13,6 @@ filtering off entirely (the user asked for warnings explicitly).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 import sys
@@ -70,15 +70,3 @@ def quiet_cpu_run() -> None:
     if not sys.warnoptions:
         warnings.filterwarnings("ignore", message=r"When using async grad allreduce it is recommended to set")
 
-
-def accelerator_note(cuda: bool) -> str | None:
-    """One line saying which optional GPU packages are missing, or None. Apex alone missing is
-    not worth a line: with Transformer Engine, megatron-core takes its fused kernels from TE."""
-    if importlib.util.find_spec("transformer_engine") is not None:
-        return None
-    missing = ["Transformer Engine"] + (["Apex"] if importlib.util.find_spec("apex") is None else [])
-    what = " and ".join(missing)
-    if cuda:
-        return (f"{what} not installed: using megatron-core's local layers, PyTorch norms and "
-                "optimizers (slower on GPU; `pip install 'alia-train[te]'` for Transformer Engine)")
-    return f"{what} not installed: using megatron-core's local layers, PyTorch norms and optimizers"

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from alia_train.cli.quiet import quiet_libraries
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 DESCRIPTION = """Write PNG plots (loss overall and per language, validation loss per language,
 learning rate, grad norm, throughput and MFU, planned vs realised language mixture) and a
@@ -41,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_report(args.run_dir, args.out)
     except NoMetricsError as e:
         print(f"alia-report: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except OSError as e:  # e.g. an output directory we may not write
         print(f"alia-report: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if not args.quiet:
         print(f"alia-report: wrote {paths[-1]} and {len(paths) - 1} plots in {paths[-1].parent}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

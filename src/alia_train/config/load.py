@@ -19,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from alia_train.config import messages
+import alia_train.config.messages as messages
 from alia_train.config.schema import Config
 
 
@@ -221,7 +221,14 @@ def _group_file_error(option: str, kind: str, detail: str) -> str:
                 f"`{group}:` from it")
     if kind == "ConfigKeyError" and key:
         return f"{where}: {messages.unknown_key(key.group(1))}"
+    got = _REFUSED_VALUE.match(detail)
+    if kind == "ValidationError" and key and got:
+        return f"{where}: {messages.wrong_value(key.group(1), got.group(1) or got.group(2))}"
     return f"{where}: {detail.split(' full_key:')[0]}; fix that file"
+
+
+# How OmegaConf words a value the schema refuses: a wrong type, or a choice outside its Enum.
+_REFUSED_VALUE = re.compile(r"Value '(.*)' of type|Invalid value '(.*)', expected one of")
 
 
 def _typed(composed) -> Config:
@@ -235,9 +242,9 @@ def _typed(composed) -> Config:
     except ConfigKeyError as e:
         raise ConfigError(messages.unknown_key(e.full_key or str(e.key))) from None
     except ValidationError as e:
-        got = re.match(r"Value '(.*)' of type", str(e.msg))
+        got = _REFUSED_VALUE.match(str(e.msg))
         if e.full_key and got:
-            raise ConfigError(messages.wrong_value(e.full_key, got.group(1))) from None
+            raise ConfigError(messages.wrong_value(e.full_key, got.group(1) or got.group(2))) from None
         raise ConfigError(f"{e.full_key or 'config'}: {_one_line(e)}") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
@@ -281,18 +288,36 @@ def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(asdict(cfg)))
 
 
+def config_tree(text: str) -> dict:
+    """A saved config (a run's config.yaml, a checkpoint's `config_yaml`) as a plain tree, values
+    as written. The one parser of saved configs: the typed reader below, the report, the
+    resume checks and the converter all read through it. Raises yaml.YAMLError for text that
+    is not YAML, ConfigError for YAML that is not a mapping of config sections."""
+    tree = yaml.safe_load(text)
+    if not isinstance(tree, dict):
+        raise ConfigError("config.yaml: not a mapping of config sections")
+    return tree
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """`config_tree` of a config.yaml file."""
+    return config_tree(Path(path).read_text(encoding="utf-8"))
+
+
 def from_yaml(path: str | os.PathLike) -> Config:
-    """Read back a config.yaml written by `to_yaml` (e.g. from a run dir or a checkpoint)."""
-    merged = OmegaConf.merge(OmegaConf.structured(Config), drop_retired_keys(OmegaConf.load(path)))
-    cfg = OmegaConf.to_object(merged)
+    """A config.yaml written by `to_yaml` (a run dir's, a checkpoint's) as a typed Config; keys
+    that were removed from the schema since are dropped, so older runs' files still load."""
+    tree = drop_retired_keys(read_config_file(path))
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), tree))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {getattr(e, 'full_key', None) or 'config'}: {_one_line(e)}") from None
     assert isinstance(cfg, Config)
     return cfg
 
 
-def drop_retired_keys(node):
-    """`node` (an OmegaConf tree of a whole config) without keys that were removed from the
-    schema, so config.yaml files written by older versions still load."""
-    tree = OmegaConf.to_container(node, resolve=False)
+def drop_retired_keys(tree: dict) -> dict:
+    """`tree` (a whole config) without keys that were removed from the schema."""
     for dotted in messages.RETIRED_KEYS:
         *parents, leaf = dotted.split(".")
         section = tree
@@ -300,4 +325,4 @@ def drop_retired_keys(node):
             section = section.get(part) if isinstance(section, dict) else None
         if isinstance(section, dict):
             section.pop(leaf, None)
-    return OmegaConf.create(tree)
+    return tree

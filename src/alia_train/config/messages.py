@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import re
 import types
 import typing
@@ -53,11 +54,25 @@ def type_at(key: str):
     return hint
 
 
+def choices(hint) -> list[str] | None:
+    """The allowed values of a choice key (an Enum in the schema), else None."""
+    hint, _ = _strip_optional(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return [member.value for member in hint]
+    return None
+
+
+def not_a_choice(key: str, value: object, allowed: list[str]) -> str:
+    return f"{key}: '{value}' is not one of {', '.join(allowed)}"
+
+
 def describe(hint) -> str:
     """What a value of this type looks like, for "expects ...": "an integer", "a number or null"."""
     hint, optional = _strip_optional(hint)
     origin = typing.get_origin(hint)
-    if hint in _SCALARS:
+    if choices(hint):
+        text = "one of " + ", ".join(choices(hint))
+    elif hint in _SCALARS:
         text = _SCALARS[hint]
     elif origin is list:
         (item,) = typing.get_args(hint)
@@ -94,6 +109,8 @@ def wrong_value(key: str, value: str) -> str:
     hint = type_at(key)
     if hint is None:
         return f"{key}: invalid value {value!r}; see docs/configuration.md"
+    if choices(hint):
+        return not_a_choice(key, value, choices(hint))
     return f"{key}: expects {describe(hint)}, got {value!r}{_example(key, hint)}"
 
 

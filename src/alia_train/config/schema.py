@@ -3,11 +3,64 @@
 Hydra composes the YAML files in `configs/` into one tree; `load.py` turns that tree into
 these dataclasses (unknown keys are an error there). Every check of the values lives in
 `validate.py`, so this file only says what exists and what it defaults to.
+
+These defaults are the only ones: the group files in `configs/` hold only what an option
+changes (cluster=marenostrum5, data=sample) and the model files their recipes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+# Choices. Member names equal their values: OmegaConf parses a YAML / command-line value by the
+# member's name, and a StrEnum compares equal to its string, so `precision == "bf16"` holds.
+class LayerImpl(StrEnum):
+    auto = "auto"
+    local = "local"
+    te = "te"
+
+
+class DecayStyle(StrEnum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class Recompute(StrEnum):
+    none = "none"
+    selective = "selective"
+    full = "full"
+
+
+class OnNonfinite(StrEnum):
+    stop = "stop"
+    skip = "skip"
+
+
+class WandbMode(StrEnum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class ConsoleMode(StrEnum):
+    auto = "auto"
+    progress = "progress"
+    plain = "plain"
 
 
 @dataclass
@@ -15,7 +68,7 @@ class RunConfig:
     # Where config.yaml, metrics.jsonl and checkpoints/ go. Relative paths are taken from the
     # directory the command was started in.
     dir: str = "runs/${run.name}"
-    name: str = "default"
+    name: str = "${model.name}"
 
 
 @dataclass
@@ -37,7 +90,7 @@ class ModelConfig:
     init_std: float = 0.02
     # "auto": Transformer Engine's layers when TE imports and a GPU is present, else "local"
     # (megatron-core's own layers with a PyTorch SDPA core attention).
-    layer_impl: str = "auto"
+    layer_impl: LayerImpl = LayerImpl.auto
 
 
 @dataclass
@@ -61,9 +114,8 @@ class OptimConfig:
     lr: float = 3e-4
     min_lr: float = 3e-5
     warmup_steps: int = 100
-    # "cosine", "linear" or "constant"; decays from the end of warmup to train.steps
-    # (or to decay_steps when set).
-    decay_style: str = "cosine"
+    # Decays from the end of warmup to train.steps (or to decay_steps when set).
+    decay_style: DecayStyle = DecayStyle.cosine
     decay_steps: int | None = None
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -81,18 +133,18 @@ class TrainConfig:
     seq_length: int = 256
     seed: int = 1234
     # "auto": bf16 on GPU, fp32 on CPU.
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     # "auto": cuda when available, else cpu.
-    device: str = "auto"
-    # "none", "selective" (attention core only) or "full" (whole layers).
-    recompute: str = "none"
+    device: Device = Device.auto
+    # "selective": the attention core only; "full": whole layers.
+    recompute: Recompute = Recompute.none
     recompute_num_layers: int = 1
     # Evaluation on the validation split every eval_interval steps (0 = never), eval_iters
     # global batches each time.
     eval_interval: int = 0
     eval_iters: int = 2
-    # What to do on a NaN/Inf loss or grad norm: "stop" or "skip" (the step).
-    on_nonfinite: str = "stop"
+    # What to do on a NaN/Inf loss or grad norm: stop, or skip the step.
+    on_nonfinite: OnNonfinite = OnNonfinite.stop
     # On a GPU, refuse to start a run that the memory planner says does not fit (alia-plan's
     # estimate, with suggested layouts). false: start anyway.
     check_memory: bool = True
@@ -119,7 +171,8 @@ class DataConfig:
         default_factory=lambda: {"es": 2.0, "ca": 2.0, "eu": 2.0, "gl": 2.0, "code": 0.5}
     )
     default_multiplier: float = 1.0
-    # train,valid,test percentages when valid_sources is empty.
+    # train,valid,test percentages when valid_sources is empty (data=sample sets 95,5,0: its
+    # corpus is small, so validation takes a larger share).
     split: str = "98,2,0"
     # Where shards and dataset index caches are written when the sample corpus is prepared.
     cache_dir: str = "${run.dir}/data_cache"
@@ -144,7 +197,7 @@ class CheckpointConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"  # "online", "offline" or "disabled"
+    mode: WandbMode = WandbMode.disabled
     project: str = "alia-train"
     entity: str | None = None
     name: str | None = None
@@ -154,7 +207,7 @@ class WandbConfig:
 class LoggingConfig:
     interval: int = 10
     # "auto": progress display in a terminal, plain lines otherwise.
-    console: str = "auto"
+    console: ConsoleMode = ConsoleMode.auto
     wandb: WandbConfig = field(default_factory=WandbConfig)
     tensorboard: bool = False
 

@@ -1,41 +1,46 @@
 """Every check of a configuration, in one place, run before any process group starts.
 
 Each problem becomes one line "key: what is wrong; how to fix it". All problems are reported
-at once so a user fixes a config in one round trip, not one error per launch.
+at once so a user fixes a config in one round trip, not one error per launch. Types and
+choices are checked earlier, when the config is composed (load.py); the checks here are of
+values and of how they fit together, grouped by concern.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import alia_train.config.messages as messages
+from alia_train.config.derived import uses_cuda
+from alia_train.config.layout_rules import ParallelSplit, layout_problems
 from alia_train.config.load import ConfigError, available_models
-from alia_train.config.schema import Config
-
-_CHOICES = {
-    "train.precision": ("auto", "bf16", "fp32"),
-    "train.device": ("auto", "cuda", "cpu"),
-    "train.recompute": ("none", "selective", "full"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "optim.decay_style": ("cosine", "linear", "constant"),
-    "logging.wandb.mode": ("online", "offline", "disabled"),
-    "logging.console": ("auto", "progress", "plain"),
-    "model.layer_impl": ("auto", "local", "te"),
-}
-
-
-def _get(cfg: Config, dotted: str):
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+from alia_train.config.schema import Config, Device, LayerImpl
 
 
 def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool) -> list[str]:
     """All problems of `cfg` for a job of `world_size` processes; empty when it is valid."""
-    p: list[str] = []
+    p = model_name_problems(cfg) + range_problems(cfg) + choice_problems(cfg)
+    if p:  # the divisibility checks below would only repeat these
+        return p
+    p += model_shape_problems(cfg)
+    p += layout_problems(cfg.model, ParallelSplit.of(cfg, world_size))
+    p += sequence_problems(cfg)
+    p += device_problems(cfg, cuda, te_available)
+    p += optimizer_layout_problems(cfg)
+    p += data_problems(cfg)
+    return p
+
+
+def model_name_problems(cfg: Config) -> list[str]:
+    name = cfg.model.name
+    if name not in available_models() and name != "custom":
+        return [f"model.name: unknown model '{name}'; choose one of {', '.join(available_models())}"]
+    return []
+
+
+def range_problems(cfg: Config) -> list[str]:
+    """Sizes that must be positive, rates and intervals that must not be negative."""
     m, par, tr, opt = cfg.model, cfg.parallel, cfg.train, cfg.optim
-
-    if m.name not in available_models() and m.name != "custom":
-        p.append(f"model.name: unknown model '{m.name}'; choose one of {', '.join(available_models())}")
-
     positive = {
         "model.num_layers": m.num_layers,
         "model.hidden_size": m.hidden_size,
@@ -54,43 +59,51 @@ def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool
         "logging.interval": cfg.logging.interval,
         "checkpoint.keep": cfg.checkpoint.keep,
     }
-    for key, value in positive.items():
-        if value is None or value <= 0:
-            p.append(f"{key}: must be a positive integer, got {value}")
+    p = [f"{key}: must be a positive integer, got {value}" for key, value in positive.items()
+         if value is None or value <= 0]
     if m.vocab_size is not None and m.vocab_size <= 0:
         p.append(f"model.vocab_size: must be positive (or null to take it from the tokenizer), got {m.vocab_size}")
-    for key, value in {
-        "model.init_std": m.init_std,
-        "model.norm_eps": m.norm_eps,
-        "optim.lr": opt.lr,
-    }.items():
-        if not value > 0:
-            p.append(f"{key}: must be > 0, got {value}")
-    for key, value in {
+    above_zero = {"model.init_std": m.init_std, "model.norm_eps": m.norm_eps, "optim.lr": opt.lr}
+    p += [f"{key}: must be > 0, got {value}" for key, value in above_zero.items() if not value > 0]
+    not_negative = {
         "optim.min_lr": opt.min_lr,
         "optim.weight_decay": opt.weight_decay,
         "optim.warmup_steps": opt.warmup_steps,
         "optim.clip_grad": opt.clip_grad,
         "checkpoint.interval": cfg.checkpoint.interval,
         "train.eval_interval": tr.eval_interval,
-    }.items():
-        if value < 0:
-            p.append(f"{key}: must be >= 0, got {value}")
+    }
+    p += [f"{key}: must be >= 0, got {value}" for key, value in not_negative.items() if value < 0]
+    return p + optimizer_value_problems(cfg)
+
+
+def optimizer_value_problems(cfg: Config) -> list[str]:
+    opt, tr, p = cfg.optim, cfg.train, []
     if opt.min_lr > opt.lr:
         p.append(f"optim.min_lr: {opt.min_lr} is above optim.lr {opt.lr}; set min_lr <= lr")
     if not (0 <= opt.adam_beta1 < 1 and 0 <= opt.adam_beta2 < 1):
         p.append(f"optim.adam_beta1/adam_beta2: must be in [0, 1), got {opt.adam_beta1}, {opt.adam_beta2}")
     if tr.eval_interval > 0 and tr.eval_iters <= 0:
         p.append(f"train.eval_iters: must be positive when train.eval_interval > 0, got {tr.eval_iters}")
+    return p
 
-    for key, choices in _CHOICES.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            p.append(f"{key}: '{value}' is not one of {', '.join(choices)}")
 
-    if p:  # the divisibility checks below would only repeat these
-        return p
+def choice_problems(node, prefix: str = "") -> list[str]:
+    """Choice keys (Enums in the schema) holding something else. Composed configs cannot (the
+    loader refuses), but one built or changed in Python can."""
+    p = []
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), prefix + f.name
+        allowed = messages.choices(messages.type_at(key))
+        if allowed and value not in allowed:
+            p.append(messages.not_a_choice(key, value, allowed))
+        elif dataclasses.is_dataclass(value):
+            p += choice_problems(value, key + ".")
+    return p
 
+
+def model_shape_problems(cfg: Config) -> list[str]:
+    m, p = cfg.model, []
     if m.num_attention_heads % m.num_query_groups:
         p.append(
             f"model.num_query_groups: {m.num_query_groups} does not divide "
@@ -98,74 +111,46 @@ def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool
         )
     if m.hidden_size % m.num_attention_heads:
         p.append(f"model.hidden_size: {m.hidden_size} is not divisible by num_attention_heads {m.num_attention_heads}")
-    if m.num_attention_heads % par.tp:
-        p.append(f"parallel.tp: {par.tp} does not divide model.num_attention_heads {m.num_attention_heads}; use a divisor")
-    if m.num_query_groups % par.tp:
-        p.append(f"parallel.tp: {par.tp} does not divide model.num_query_groups {m.num_query_groups}; use a divisor")
-    if m.ffn_hidden_size % par.tp:
-        p.append(f"parallel.tp: {par.tp} does not divide model.ffn_hidden_size {m.ffn_hidden_size}")
-    stages = par.pp * (par.vpp or 1)
-    if m.num_layers % stages:
-        p.append(
-            f"parallel.pp: model.num_layers {m.num_layers} is not divisible by pp x vpp = {stages}; "
-            "change parallel.pp or parallel.vpp"
-        )
-    if par.vpp is not None:
-        if par.vpp < 1:
-            p.append(f"parallel.vpp: must be >= 1 or null, got {par.vpp}")
-        elif par.vpp > 1 and par.pp < 2:
-            p.append("parallel.vpp: interleaved pipeline stages need parallel.pp >= 2; set parallel.vpp=null")
+    return p
+
+
+def sequence_problems(cfg: Config) -> list[str]:
+    m, tr = cfg.model, cfg.train
     if tr.seq_length > m.max_position_embeddings and m.rope_scaling_factor == 1.0:
-        p.append(
+        return [
             f"train.seq_length: {tr.seq_length} exceeds model.max_position_embeddings "
             f"{m.max_position_embeddings}; lower it or raise max_position_embeddings"
-        )
-    if tr.seq_length % (2 * par.cp) and par.cp > 1:
-        p.append(f"train.seq_length: {tr.seq_length} must be divisible by 2 x parallel.cp = {2 * par.cp}")
+        ]
+    return []
 
-    model_parallel = par.tp * par.pp * par.cp
-    if world_size % model_parallel:
-        p.append(
-            f"parallel: world size {world_size} is not divisible by tp x pp x cp = {model_parallel}; "
-            f"launch a multiple of {model_parallel} processes or change parallel.tp/pp/cp"
-        )
-    else:
-        dp = world_size // model_parallel
-        if tr.global_batch_size % (tr.micro_batch_size * dp):
-            p.append(
-                f"train.global_batch_size: {tr.global_batch_size} is not divisible by micro_batch_size x DP "
-                f"= {tr.micro_batch_size} x {dp}; use a multiple of {tr.micro_batch_size * dp}"
-            )
-        elif par.vpp and par.vpp > 1 and (tr.global_batch_size // (tr.micro_batch_size * dp)) % par.pp:
-            p.append(
-                "train.global_batch_size: the interleaved schedule needs the number of micro-batches "
-                f"per step ({tr.global_batch_size // (tr.micro_batch_size * dp)}) divisible by parallel.pp {par.pp}"
-            )
 
-    if par.sp and par.tp == 1:
-        p.append("parallel.sp: sequence parallelism needs parallel.tp > 1; set parallel.sp=false")
-    wants_cuda = tr.device == "cuda" or (tr.device == "auto" and cuda)
-    if tr.device == "cuda" and not cuda:
+def device_problems(cfg: Config, cuda: bool, te_available: bool) -> list[str]:
+    """GPU-only features asked for where they cannot run. Sequence parallelism and bf16 run on
+    CPU too (slowly): the same megatron code paths as on GPU, so tests exercise the recipes'."""
+    par, tr, impl, p = cfg.parallel, cfg.train, cfg.model.layer_impl, []
+    wants_cuda = uses_cuda(tr.device, cuda)
+    if tr.device == Device.cuda and not cuda:
         p.append("train.device: 'cuda' requested but no CUDA GPU is visible; use train.device=auto or cpu")
     if not wants_cuda:
-        # Sequence parallelism and bf16 run on CPU too (slowly): the same megatron code paths
-        # as on GPU, so that tests exercise what the recipes use.
         if par.cp > 1:
             p.append("parallel.cp: context parallelism needs GPUs; set parallel.cp=1")
-        if m.layer_impl == "te":
+        if impl == LayerImpl.te:
             p.append("model.layer_impl: Transformer Engine layers need a GPU; use model.layer_impl=auto or local")
-    if m.layer_impl == "te" and not te_available:
+    if impl == LayerImpl.te and not te_available:
         p.append(
             "model.layer_impl: 'te' requested but transformer_engine is not importable; "
             "install the [te] extra or use model.layer_impl=auto"
         )
-    if par.cp > 1 and not (te_available and wants_cuda):
-        if wants_cuda:
-            p.append("parallel.cp: context parallelism needs Transformer Engine attention; install the [te] extra")
-    if par.overlap_param_gather and not par.distributed_optimizer:
-        p.append("parallel.overlap_param_gather: needs parallel.distributed_optimizer=true")
-    p += data_problems(cfg)
+    if par.cp > 1 and wants_cuda and not te_available:
+        p.append("parallel.cp: context parallelism needs Transformer Engine attention; install the [te] extra")
     return p
+
+
+def optimizer_layout_problems(cfg: Config) -> list[str]:
+    par = cfg.parallel
+    if par.overlap_param_gather and not par.distributed_optimizer:
+        return ["parallel.overlap_param_gather: needs parallel.distributed_optimizer=true"]
+    return []
 
 
 def data_problems(cfg: Config) -> list[str]:

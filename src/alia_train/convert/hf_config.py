@@ -23,10 +23,12 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.floa
 def model_config_from_yaml(text: str) -> ModelConfig:
     """The `model:` section of a config.yaml written by alia-train (unknown keys ignored, so a
     checkpoint from an older or newer alia-train still converts)."""
-    from omegaconf import OmegaConf
+    from alia_train.config.load import ConfigError, config_tree
 
-    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
-    section = raw.get("model") if isinstance(raw, dict) else None
+    try:
+        section = config_tree(text).get("model")
+    except ConfigError:
+        section = None
     if not isinstance(section, dict):
         raise ConversionError("the checkpoint's config_yaml has no model section")
     known = {f.name for f in fields(ModelConfig)}

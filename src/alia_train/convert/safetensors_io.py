@@ -1,10 +1,12 @@
 """Sharded safetensors, written and read one tensor at a time.
 
-`safetensors.torch.save_file` wants every tensor of a file in memory at once (5 GB per shard,
-more for big embeddings). The format is simple enough to stream instead: an 8-byte header
-length, a JSON header with each tensor's dtype, shape and byte range, then the raw bytes in
-that order. Since every shape is known before any tensor is read, the header is written first
-and tensors are appended as they are produced; reading seeks to one tensor at a time.
+Writing: `safetensors.torch.save_file` wants every tensor of a file in memory at once (5 GB per
+shard, more for big embeddings). The format is simple enough to stream instead: an 8-byte
+header length, a JSON header with each tensor's dtype, shape and byte range, then the raw bytes
+in that order. Since every shape is known before any tensor is read, the header is written
+first and tensors are appended as they are produced.
+
+Reading: safetensors' own `safe_open`, one tensor at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from alia_train.convert.errors import ConversionError
 
@@ -101,59 +104,52 @@ def write_index(out_dir: Path, shards: list[list[Entry]], names: list[str]) -> N
     (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
 
 
-def read_header(path: Path) -> tuple[dict, int]:
-    """(header, offset of the data) of a safetensors file."""
+def _tensor_infos(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{name: (shape, safetensors dtype code)} of one file (the header only)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise ValueError("file too short")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100 * 2**20:
-                raise ValueError(f"header of {n} bytes")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as e:
+        with safe_open(path, framework="pt") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            return {name: (tuple(sl.get_shape()), sl.get_dtype()) for name, sl in slices.items()}
+    except (OSError, SafetensorError) as e:
         raise ConversionError(f"{path}: unreadable safetensors file ({e})") from None
-    header.pop("__metadata__", None)
-    return header, 8 + n
+
+
+def _weight_files(directory: Path) -> tuple[dict | None, list[str]]:
+    """(the index's weight map or None for a single file, the safetensors files)."""
+    index = directory / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise ConversionError(f"{index}: not a safetensors index ({e})") from None
+    elif (directory / SINGLE_NAME).is_file():
+        weight_map = None
+    else:
+        bins = sorted(p.name for p in directory.glob("*.bin"))
+        hint = f" (found {', '.join(bins[:3])}: convert PyTorch .bin weights to safetensors first)" if bins else ""
+        raise ConversionError(f"{directory}: no {INDEX_NAME} or {SINGLE_NAME}{hint}")
+    files = sorted(set(weight_map.values())) if weight_map else [SINGLE_NAME]
+    missing = [f for f in files if not (directory / f).is_file()]
+    if missing:
+        raise ConversionError(f"{directory}: missing safetensors shard(s): {', '.join(missing)}")
+    return weight_map, files
 
 
 class SafetensorsCheckpoint:
-    """A Hugging Face model directory's safetensors files, sharded or not.
+    """A Hugging Face model directory's safetensors files, sharded or not, read with
+    safetensors' `safe_open`.
 
-    Tensors are read with plain file reads rather than through a memory map: mapped pages
-    would stay resident (and count against the job's memory) until the file is closed."""
+    Each read opens its file and closes it again: the pages of a memory map stay resident (and
+    count against the job's memory) until the map is closed, which would hold the whole model."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        index = directory / INDEX_NAME
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as e:
-                raise ConversionError(f"{index}: not a safetensors index ({e})") from None
-        elif (directory / SINGLE_NAME).is_file():
-            weight_map = None
-        else:
-            bins = sorted(p.name for p in directory.glob("*.bin"))
-            hint = f" (found {', '.join(bins[:3])}: convert PyTorch .bin weights to safetensors first)" if bins else ""
-            raise ConversionError(f"{directory}: no {INDEX_NAME} or {SINGLE_NAME}{hint}")
-        files = sorted(set(weight_map.values())) if weight_map else [SINGLE_NAME]
-        missing = [f for f in files if not (directory / f).is_file()]
-        if missing:
-            raise ConversionError(f"{directory}: missing safetensors shard(s): {', '.join(missing)}")
-        self._entries: dict[str, tuple[Path, int, dict]] = {}
+        weight_map, files = _weight_files(directory)
+        self._entries: dict[str, tuple[Path, tuple[int, ...], str]] = {}
         for f in files:
-            path = directory / f
-            header, data_start = read_header(path)
-            size = path.stat().st_size
-            for name, info in header.items():
-                if weight_map is not None and weight_map.get(name) != f:
-                    continue  # the index is authoritative
-                begin, end = info["data_offsets"]
-                if data_start + end > size:
-                    raise ConversionError(f"{path}: truncated (tensor {name} ends past the end of the file)")
-                self._entries[name] = (path, data_start, info)
+            for name, (shape, code) in _tensor_infos(directory / f).items():
+                if weight_map is None or weight_map.get(name) == f:  # the index is authoritative
+                    self._entries[name] = (directory / f, shape, code)
         if weight_map:
             absent = [n for n in weight_map if n not in self._entries]
             if absent:
@@ -165,20 +161,18 @@ class SafetensorsCheckpoint:
         return list(self._entries)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._entries[name][2]["shape"])
+        return self._entries[name][1]
 
     def dtype(self, name: str) -> torch.dtype:
-        return _from_safetensors_dtype(self._entries[name][2]["dtype"])
+        return _from_safetensors_dtype(self._entries[name][2])
 
     def get(self, name: str) -> torch.Tensor:
-        path, data_start, info = self._entries[name]
-        begin, end = info["data_offsets"]
-        buf = torch.empty(end - begin, dtype=torch.uint8)
-        with open(path, "rb") as f:
-            f.seek(data_start + begin)
-            if f.readinto(memoryview(buf.numpy())) != end - begin:
-                raise ConversionError(f"{path}: truncated while reading {name}")
-        return buf.view(self.dtype(name)).reshape(self.shape(name))
+        path = self._entries[name][0]
+        try:
+            with safe_open(path, framework="pt") as f:
+                return f.get_tensor(name)
+        except (OSError, SafetensorError) as e:
+            raise ConversionError(f"{path}: cannot read {name} ({e})") from None
 
 
 def _from_safetensors_dtype(code: str) -> torch.dtype:

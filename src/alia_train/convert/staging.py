@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alia_train.convert.errors import ConversionError
+from alia_train.fs import fsync_dir, fsync_tree
 
 
 def check_output_dir(out_dir: str | os.PathLike) -> Path:
@@ -21,18 +22,6 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConversionError(f"{out}: already exists and is not empty; choose a new output directory")
     return out
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*"), reverse=True):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -45,10 +34,11 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
     stage.mkdir()
     try:
         yield stage
-        _fsync_tree(stage)
+        fsync_tree(stage)
         if out.exists():
             out.rmdir()  # empty (checked above); os.replace cannot swap a directory for one
         os.replace(stage, out)
+        fsync_dir(out.parent)  # the rename itself, durable
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

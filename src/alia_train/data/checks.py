@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from alia_train.data.indexed import bin_path, idx_path, pair_problem, read_index_info
+from alia_train.data.indexed import bin_path, idx_path, pair_problem, read_index_info, resolve_path
 from alia_train.data.manifest import find_manifest, is_publishing, manifest_problem
 
 
@@ -23,8 +23,6 @@ class DataSourceError(ValueError):
 
 def check_sources(cfg, tokenizer) -> None:
     """Raise DataSourceError for the first unusable source of `cfg.data` (others counted)."""
-    from alia_train.data.mixture import resolve_path
-
     data = cfg.data
     if not data.sources and not data.use_sample:
         raise DataSourceError(

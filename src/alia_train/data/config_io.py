@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from alia_train.config.load import ConfigError, read_config_file
 from alia_train.config.messages import RETIRED_KEYS
 from alia_train.config.schema import Config, DataConfig
 from alia_train.data.manifest import PUBLISHING
@@ -45,12 +47,11 @@ def _data_section(path: str) -> dict:
     if not Path(path).is_file():
         raise DataConfigError(f"data config {path}: no such file")
     try:
-        node = OmegaConf.load(path)
-    except Exception as e:  # noqa: BLE001 - yaml errors come in many types
+        tree = read_config_file(path)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        if isinstance(e, ConfigError):  # YAML, but not a mapping
+            raise DataConfigError(f"data config {path}: expected a mapping of DataConfig fields") from None
         raise DataConfigError(f"data config {path}: not valid YAML ({e})") from None
-    tree = OmegaConf.to_container(node, resolve=False)
-    if not isinstance(tree, dict):
-        raise DataConfigError(f"data config {path}: expected a mapping of DataConfig fields")
     if isinstance(tree.get("data"), dict):
         return tree["data"]
     return tree
@@ -78,9 +79,9 @@ def load_data_config(paths: list[str], overrides: list[str] | None = None) -> Da
         dotlist.append(f"data.{key}={value}")
     try:
         # A whole Config, so that interpolations like ${run.dir} in cache_dir resolve; the
-        # model is irrelevant here but mandatory in the schema.
+        # model is irrelevant here but mandatory in the schema, and a run name is not its name.
         merged = OmegaConf.merge(
-            OmegaConf.structured(Config), {"model": {"name": "unused"}, "data": data},
+            OmegaConf.structured(Config), {"model": {"name": "unused"}, "run": {"name": "default"}, "data": data},
             OmegaConf.from_dotlist(dotlist),
         )
         cfg = OmegaConf.to_object(merged)

@@ -23,9 +23,10 @@ import torch
 
 from alia_train.config.schema import Config, DataSource
 from alia_train.data.checks import check_source, check_sources
+from alia_train.data.indexed import resolve_path
 from alia_train.data.manifest import content_identity
-from alia_train.data.mixture import MixturePlan, plan_mixture, resolve_path, source_tokens
-from alia_train.data.sample import prepare_sample_sources
+from alia_train.data.mixture import MixturePlan, plan_mixture, source_tokens
+from alia_train.data.sample_shards import prepare_sample_sources
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +86,26 @@ def resolve_sources(cfg: Config, tokenizer) -> tuple[list[DataSource], list[Data
     return sources, valid
 
 
-def _split_vector(split: str) -> list[float]:
-    try:
-        parts = [float(x) for x in split.replace("/", ",").split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"data.split {split!r}: expected 'train,valid,test' numbers like '98,2,0'") from None
-    parts += [0.0] * (3 - len(parts))
-    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
-        raise ValueError(f"data.split {split!r}: expected three non-negative numbers like '98,2,0'")
-    return [p / sum(parts) for p in parts]
+def split_matrix(split: str) -> list[tuple[float, float] | None]:
+    """megatron's own reading of `data.split` ("train,valid,test", checked by
+    config/validate.py): the (begin, end) fraction of the documents of each split, None for an
+    empty one. The same function GPTDatasetConfig uses."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+        parse_and_normalize_split,
+    )
+
+    return convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
 
 
-def _doc_range(documents: int, split: list[float], which: int) -> tuple[int, int]:
-    # Exactly megatron's rounding in BlendedMegatronDatasetBuilder._build_megatron_dataset_splits.
-    lo, hi = sum(split[:which]), sum(split[: which + 1])
-    return int(round(lo * documents)), int(round(hi * documents))
+def doc_range(documents: int, matrix: list, which: int) -> tuple[int, int]:
+    """The documents [begin, end) of split `which`. megatron rounds them inline in
+    BlendedMegatronDatasetBuilder._build_megatron_dataset_splits (no function to call): the
+    same expression here, checked against it in tests/data/test_datasets.py."""
+    bounds = matrix[which]
+    if bounds is None:
+        return 0, 0
+    return int(round(bounds[0] * float(documents))), int(round(bounds[1] * float(documents)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,12 +160,12 @@ class _Part:
     tokens: int
 
 
-def _with_docs(parts: list[_Part], split: list[float] | None, which: int) -> list[_Part]:
+def _with_docs(parts: list[_Part], matrix: list | None, which: int) -> list[_Part]:
     """The parts that have documents (in split `which` when carving) and tokens."""
     out = []
     for p in parts:
-        if split is not None:
-            lo, hi = _doc_range(p.documents, split, which)
+        if matrix is not None:
+            lo, hi = doc_range(p.documents, matrix, which)
             if hi <= lo:
                 continue
         if p.tokens > 0:
@@ -176,13 +182,13 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
         check_source(s.path, tokenizer)
     counts = {s.path: source_tokens(s.path) for s in sources + valid_sources}
     carve = not valid_sources
-    split = _split_vector(cfg.data.split) if carve else None
+    matrix = split_matrix(cfg.data.split) if carve else None
     data = cfg.data
 
     # Sources with no training documents after the split (tiny shards) leave the blend, and
     # the plan is made over the rest so that planned shares are the blend's weights.
     parts = {s.path: _Part(s.path, s.lang, *counts[s.path]) for s in sources}
-    kept = {p.path for p in _with_docs(list(parts.values()), split, 0)}
+    kept = {p.path for p in _with_docs(list(parts.values()), matrix, 0)}
     for s in sources:
         if s.path not in kept:
             log.warning("source %s has no training data (split %s): left out", s.path, data.split)
@@ -201,10 +207,10 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
     train = LanguageDataset(train_blend, [lang_index[p.lang] for p in blend_plan])
 
     valid: dict[str, torch.utils.data.Dataset] = {}
-    if valid_samples > 0 and (not carve or split[1] > 0):
+    if valid_samples > 0 and (not carve or matrix[1] is not None):
         pool = list(parts.values()) if carve else [_Part(s.path, s.lang, *counts[s.path]) for s in valid_sources]
         for lang in languages:
-            members = _with_docs([p for p in pool if p.lang == lang], split, 1)
+            members = _with_docs([p for p in pool if p.lang == lang], matrix, 1)
             if not members:
                 log.warning("no validation data for language %s", lang)
                 continue

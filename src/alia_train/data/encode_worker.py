@@ -8,8 +8,6 @@ numbers instead of stopping the run.
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 from dataclasses import dataclass, field
 from itertools import chain
@@ -17,21 +15,10 @@ from itertools import chain
 import numpy as np
 import sentencepiece as spm
 
+from alia_train.data.documents import document_problem, json_record
 from alia_train.data.readers import LinesTask, RecordsTask
 
-# Languages become file names (PREFIX_<lang>.bin): keep them to a safe alphabet.
-LANG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FIRST_LINES = 10
-
-# Reasons a record is skipped (the keys of the stats' "skipped" section).
-INVALID_JSON = "invalid_json"
-INVALID_UTF8 = "invalid_utf8"
-MISSING_TEXT = "missing_text"
-EMPTY = "empty"
-TOO_LONG = "too_long"
-MISSING_LANG = "missing_lang"
-BAD_LANG = "bad_lang"
-REASONS = (INVALID_JSON, INVALID_UTF8, MISSING_TEXT, EMPTY, TOO_LONG, MISSING_LANG, BAD_LANG)
 
 
 @dataclass(frozen=True)
@@ -96,29 +83,13 @@ def process(task: LinesTask | RecordsTask) -> BatchResult:
 
 def _validate(text, lang, line: int, cfg: WorkerConfig, result: BatchResult):
     """(text, lang, utf8 byte count) or None after counting why the record is skipped."""
-    if not isinstance(text, str):
-        result.skip(MISSING_TEXT, line)
-        return None
-    if not text or text.isspace():
-        result.skip(EMPTY, line)
-        return None
-    if len(text) > cfg.max_chars:
-        result.skip(TOO_LONG, line)
-        return None
     if cfg.fixed_lang is not None:
         lang = cfg.fixed_lang
-    elif not isinstance(lang, str) or not lang:
-        result.skip(MISSING_LANG, line)
+    problem = document_problem(text, lang, cfg.max_chars)
+    if problem is not None:
+        result.skip(problem, line)
         return None
-    elif not LANG_RE.match(lang):
-        result.skip(BAD_LANG, line)
-        return None
-    try:
-        nbytes = len(text.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates from "\ud800"-style JSON escapes
-        result.skip(INVALID_UTF8, line)
-        return None
-    return text, lang, nbytes
+    return text, lang, len(text.encode("utf-8"))
 
 
 def _parse_lines(task: LinesTask, cfg: WorkerConfig, result: BatchResult) -> list[tuple]:
@@ -133,16 +104,9 @@ def _parse_lines(task: LinesTask, cfg: WorkerConfig, result: BatchResult) -> lis
             result.blank_lines += 1
             continue
         result.records += 1
-        try:
-            obj = json.loads(raw)
-        except UnicodeDecodeError:
-            result.skip(INVALID_UTF8, line)
-            continue
-        except ValueError:
-            result.skip(INVALID_JSON, line)
-            continue
-        if not isinstance(obj, dict):
-            result.skip(INVALID_JSON, line)
+        obj = json_record(raw)
+        if isinstance(obj, str):
+            result.skip(obj, line)
             continue
         doc = _validate(obj.get(text_key), obj.get(lang_key), line, cfg, result)
         if doc is not None:

@@ -36,6 +36,11 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size < 65500 else np.int32
 
 
+def resolve_path(path: str) -> str:
+    """Relative source prefixes are taken from the directory the command was started in."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def bin_path(prefix: str | os.PathLike) -> str:
     return f"{os.fspath(prefix)}.bin"
 

@@ -9,10 +9,10 @@ samples in proportion to these weights, so they are also the planned token share
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from alia_train.config.schema import DataSource
+from alia_train.data.checks import source_problem
 from alia_train.data.indexed import read_index_info
 
 REPEAT_WARNING_EPOCHS = 4.0
@@ -69,8 +69,6 @@ def multiplier_for(source: DataSource, multipliers: dict[str, float], default: f
 
 def source_tokens(path: str) -> tuple[int, int]:
     """(documents, tokens) of an indexed dataset prefix; a clear error when it is missing."""
-    from alia_train.data.checks import source_problem
-
     problem = source_problem(path)
     if problem is not None:
         raise MixtureError(f"source {problem}")
@@ -121,7 +119,7 @@ def plan_mixture(
     return MixturePlan(plans, lang_plans, total, planned)
 
 
-def format_plan(plan: MixturePlan, max_epochs: float = REPEAT_WARNING_EPOCHS) -> str:
+def format_mixture_plan(plan: MixturePlan, max_epochs: float = REPEAT_WARNING_EPOCHS) -> str:
     head = f"{'lang':<8}{'tokens':>16}{'natural':>10}{'effective':>11}{'to be seen':>18}{'epochs':>9}"
     lines = [head, "-" * len(head)]
     for lp in plan.languages:
@@ -135,8 +133,3 @@ def format_plan(plan: MixturePlan, max_epochs: float = REPEAT_WARNING_EPOCHS) ->
                  f"{plan.planned_tokens / plan.total_tokens:>9.2f}")
     lines += [f"WARNING: {w}" for w in plan.warnings(max_epochs)]
     return "\n".join(lines)
-
-
-def resolve_path(path: str) -> str:
-    """Relative source prefixes are taken from the directory the command was started in."""
-    return os.path.abspath(os.path.expanduser(path))

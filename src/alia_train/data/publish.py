@@ -19,8 +19,8 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from alia_train.data.atomic import fsync_dir, tmp_name, write_json_atomic
 from alia_train.data.manifest import publishing_marker, read_manifest
+from alia_train.fs import fsync_dir, tmp_name, write_json_atomic, write_synced
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,7 @@ def stage_text(final: str, text: str) -> StagedFile:
     """Write `text` to a fsynced temporary beside `final` (not the name write_*_atomic uses:
     the manifest is staged while the marker is written over its final name)."""
     tmp = tmp_name(f"{final}.staged")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    write_synced(tmp, text.encode("utf-8"))
     return StagedFile(tmp, final)
 
 

@@ -317,39 +317,3 @@ def _count_rows(item: InputFile) -> int:
         except Exception as e:  # noqa: BLE001
             raise InputError(f"input {item.path}: not a readable Parquet file ({e})") from None
     return max(1, sum(s.num_rows for s in _hf_splits(item)))
-
-
-def iter_documents(
-    inputs: list[InputFile], text_key: str, lang_key: str, fixed_lang: str | None,
-    chunk_bytes: int = 1 << 20,
-) -> Iterator[tuple[str, str]]:
-    """(text, lang) of every usable record, in input order, read in this process.
-
-    For jobs where reading is cheap next to the work done on the text (tokenizer training);
-    records `alia-data tokenize` would skip are skipped silently here.
-    """
-    for item in inputs:
-        if item.kind == "jsonl":
-            for _, blob, _ in iter_jsonl_blobs(item, chunk_bytes):
-                for raw in blob.splitlines():
-                    try:
-                        obj = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(obj, dict):
-                        doc = _usable(obj.get(text_key), fixed_lang or obj.get(lang_key))
-                        if doc is not None:
-                            yield doc
-        else:
-            key = None if fixed_lang else lang_key
-            for _, texts, langs, _ in iter_records(item, text_key, key, chunk_bytes):
-                for i, text in enumerate(texts):
-                    doc = _usable(text, fixed_lang or (langs[i] if langs else None))
-                    if doc is not None:
-                        yield doc
-
-
-def _usable(text, lang) -> tuple[str, str] | None:
-    if isinstance(text, str) and isinstance(lang, str) and lang and text and not text.isspace():
-        return text, lang
-    return None

@@ -14,11 +14,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from alia_train.data.atomic import tmp_name
 from alia_train.data.encode_worker import LangPart
 from alia_train.data.indexed import bin_path, idx_path, write_index
 from alia_train.data.manifest import FileEntry, describe
 from alia_train.data.publish import StagedFile
+from alia_train.fs import tmp_name
 
 
 def shard_prefix(prefix: str, lang: str) -> str:

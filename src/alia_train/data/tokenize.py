@@ -25,8 +25,10 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import yaml
+
 from alia_train.data import encode_worker as ew
-from alia_train.data.atomic import make_writable_parent, remove_stale_tmps
+from alia_train.data.documents import DEFAULT_MAX_CHARS, LANG_RE
 from alia_train.data.indexed import token_dtype
 from alia_train.data.manifest import (
     MANIFEST_VERSION,
@@ -35,7 +37,6 @@ from alia_train.data.manifest import (
     read_manifest,
     stats_path,
 )
-from alia_train.data.progress import Progress
 from alia_train.data.readers import (
     InputError,
     InputFile,
@@ -51,9 +52,10 @@ from alia_train.data.readers import (
 from alia_train.data.publish import StagedFile, discard, publish_set, stage_text
 from alia_train.data.shard_writer import ShardSet, shard_prefix
 from alia_train.data.tokenizer import Tokenizer, load_tokenizer
+from alia_train.fs import make_writable_parent, remove_stale_tmps
+from alia_train.progress import ByteProgress
 
 STATS_VERSION = MANIFEST_VERSION
-DEFAULT_MAX_CHARS = 10_000_000
 DEFAULT_CHUNK_BYTES = 256 * 1024
 
 
@@ -82,18 +84,23 @@ def data_config_path(prefix: str) -> str:
     return f"{prefix}.data.yaml"
 
 
+_DATA_CONFIG_HEADER = """\
+# Written by `alia-data tokenize`: these shards as a data config. Copy it to
+# DIR/data/NAME.yaml and train with `alia-train --config-dir DIR ... data=NAME`;
+# unlisted fields keep their defaults.
+"""
+
+
 def _data_config_yaml(tok: Tokenizer, outputs: dict) -> str:
     """The shards as a data config group entry (DIR/data/NAME.yaml, then data=NAME)."""
-    lines = [
-        "# Written by `alia-data tokenize`: these shards as a data config. Copy it to",
-        "# DIR/data/NAME.yaml and train with `alia-train --config-dir DIR ... data=NAME`;",
-        "# unlisted fields keep their defaults.",
-        f"tokenizer: {json.dumps(tok.path)}",
-        "use_sample: false",
-        "sources:" if outputs else "sources: []",
-    ]
-    lines += [f"  - {{path: {json.dumps(o['path'])}, lang: {json.dumps(lang)}}}" for lang, o in outputs.items()]
-    return "\n".join(lines) + "\n"
+    config = {
+        "tokenizer": tok.path,
+        "use_sample": False,
+        "sources": [{"path": o["path"], "lang": lang} for lang, o in outputs.items()],
+    }
+    # Flow style for each source: one line per shard, as a person would write it.
+    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True, width=10**6)
+    return _DATA_CONFIG_HEADER + body
 
 
 def available_cores() -> int:
@@ -261,7 +268,7 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork")
 
 
-def _run_results(tasks: Iterator[tuple[Task, float]], run: _Run, progress: Progress,
+def _run_results(tasks: Iterator[tuple[Task, float]], run: _Run, progress: ByteProgress,
                  workers: int, initargs: tuple) -> None:
     def report(done: float) -> None:
         progress.update(done, run.documents, run.tokens, run.text_bytes)
@@ -317,7 +324,7 @@ def _check_request(opts: TokenizeOptions) -> tuple[list[InputFile], Tokenizer, i
     """(inputs, tokenizer, workers) of a request that can be done, else an error naming why."""
     inputs = discover_inputs(opts.inputs)
     tok = load_tokenizer(opts.tokenizer)
-    if opts.lang is not None and not ew.LANG_RE.match(opts.lang):
+    if opts.lang is not None and not LANG_RE.match(opts.lang):
         raise TokenizeError(f"--lang {opts.lang!r}: use letters, digits, '_', '-' or '.'")
     if opts.max_chars <= 0 or opts.chunk_bytes <= 0:
         raise TokenizeError("--max-chars and the chunk size must be positive")
@@ -344,7 +351,7 @@ def tokenize(opts: TokenizeOptions, log=print) -> dict:
     cfg = ew.WorkerConfig(opts.text_key, opts.lang_key, opts.lang, opts.max_chars, tok.eod, dtype.__name__)
     shards = ShardSet(prefix, dtype)
     run = _Run(inputs, shards, opts.strict)
-    progress = Progress(sum(i.size for i in inputs), enabled=opts.progress)
+    progress = ByteProgress("tokenize", sum(i.size for i in inputs), enabled=opts.progress)
     t0 = time.perf_counter()
     old_handler = _sigterm_as_interrupt()
     staged: list[StagedFile] = []

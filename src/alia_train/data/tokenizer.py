@@ -16,6 +16,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from alia_train.data.sample import sample_tokenizer_path
+
 
 class TokenizerError(ValueError):
     """A tokenizer file that cannot be used. The message names the file."""
@@ -108,8 +110,6 @@ class Tokenizer:
 def load_tokenizer(path: str | os.PathLike | None) -> Tokenizer:
     """Load a SentencePiece model; None = the tokenizer shipped with the sample corpus."""
     if path is None:
-        from alia_train.data.sample import sample_tokenizer_path
-
         path = sample_tokenizer_path()
     if Path(path).is_dir():
         raise TokenizerError(f"tokenizer {os.path.abspath(path)}: is a directory; give the SentencePiece "

@@ -23,8 +23,9 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from alia_train.data.atomic import make_writable_parent, write_bytes_atomic, write_json_atomic
-from alia_train.data.readers import discover_inputs, iter_documents
+from alia_train.data.documents import iter_documents
+from alia_train.data.readers import discover_inputs
+from alia_train.fs import make_writable_parent, write_bytes_atomic, write_json_atomic
 
 SPACE = "\u2581"  # SentencePiece's escaped space: whitespace-run pieces must be spelled with it
 

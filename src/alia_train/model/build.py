@@ -8,7 +8,8 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.module import Float16Module
 
-from alia_train.config.schema import Config
+from alia_train.config.derived import virtual_pipeline_size
+from alia_train.config.schema import Config, Recompute
 from alia_train.model.init import initialize_weights
 from alia_train.model.params import padded_vocab_size
 from alia_train.model.spec import TE, block_spec, resolve_layer_impl, transformer_engine_available
@@ -22,10 +23,12 @@ def uses_te(cfg: Config, cuda: bool) -> bool:
 
 def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> TransformerConfig:
     m, par, tr = cfg.model, cfg.parallel, cfg.train
-    recompute = {"none": {}, "selective": {"recompute_granularity": "selective"}}.get(
-        tr.recompute,
-        {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": tr.recompute_num_layers},
-    )
+    recompute = {
+        Recompute.none: {},
+        Recompute.selective: {"recompute_granularity": "selective"},
+        Recompute.full: {"recompute_granularity": "full", "recompute_method": "uniform",
+                         "recompute_num_layers": tr.recompute_num_layers},
+    }[Recompute(tr.recompute)]
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -47,7 +50,7 @@ def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> Transform
         use_cpu_initialization=not cuda,
         tensor_model_parallel_size=par.tp,
         pipeline_model_parallel_size=par.pp,
-        virtual_pipeline_model_parallel_size=par.vpp if par.vpp and par.vpp > 1 else None,
+        virtual_pipeline_model_parallel_size=virtual_pipeline_size(par.vpp),
         context_parallel_size=par.cp,
         sequence_parallel=par.sp,
         params_dtype=dtype,

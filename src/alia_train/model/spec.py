@@ -21,11 +21,12 @@ from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 
+from alia_train.config.schema import LayerImpl
 from alia_train.model.attention import SDPAttention
 from alia_train.model.norm import RMSNorm
 
-LOCAL = "local"
-TE = "te"
+LOCAL = LayerImpl.local.value
+TE = LayerImpl.te.value
 
 
 def transformer_engine_available() -> bool:
@@ -37,10 +38,11 @@ def transformer_engine_available() -> bool:
 
 
 def resolve_layer_impl(layer_impl: str, cuda: bool) -> str:
-    """'local' or 'te' for the configured `model.layer_impl` on this machine."""
-    if layer_impl == "auto":
+    """'local' or 'te' for the configured `model.layer_impl` on this machine: a plain str,
+    as it is recorded in checkpoints."""
+    if layer_impl == LayerImpl.auto:
         return TE if cuda and transformer_engine_available() else LOCAL
-    return layer_impl
+    return TE if layer_impl == LayerImpl.te else LOCAL
 
 
 def local_layer_spec() -> ModuleSpec:

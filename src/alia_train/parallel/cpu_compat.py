@@ -11,10 +11,13 @@ list of spots, all redirected here and nowhere else:
   the CPU generator;
 * `Tensor.type()` string checks for 'torch.cuda.FloatTensor' (grad clipping, distributed
   optimizer) see the CUDA names of CPU tensors;
-* CUDA streams, events, `synchronize` and memory statistics become no-ops;
-* asynchronous checkpoint saving "preloads" tensors to host memory with `.to("cpu")`, which on
-  a CPU run returns the live tensor itself: it is made to copy, or training would change the
-  weights while they are being written.
+* CUDA streams, events, `synchronize` and memory statistics become no-ops.
+
+Asynchronous checkpoint saves need nothing here: megatron's "preload" (`.to("cpu")`) returns
+the live tensor on a CPU run, and the writer runs in a child forked right after it
+(TemporalAsyncCaller), whose copy-on-write view of memory keeps the state of the save while
+training changes the parent's tensors (tests/checkpoint/test_async_save.py checks it). A
+copy here would stall the training loop for the whole checkpoint's size.
 
 `install()` does nothing when CUDA is available, so a GPU run never goes through this module.
 """
@@ -176,19 +179,6 @@ def _patch_megatron_rng() -> None:
     mrandom._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
 
 
-def _patch_async_checkpoint_preload() -> None:
-    from megatron.core.dist_checkpointing.strategies.filesystem_async import FileSystemWriterAsync
-
-    def preload_tensors(write_buckets, non_blocking=True):
-        result = []
-        for file_name, storage_key, (bytes_data, tensor_data) in write_buckets:
-            copies = [(item, tensor.detach().to("cpu").clone()) for item, tensor in tensor_data]
-            result.append((file_name, storage_key, (bytes_data, copies)))
-        return result
-
-    FileSystemWriterAsync.preload_tensors = staticmethod(preload_tensors)
-
-
 def install() -> bool:
     """Redirect megatron-core's CUDA-only calls to the CPU. Returns True if it did anything."""
     global _installed
@@ -199,7 +189,6 @@ def install() -> bool:
     _patch_torch_cuda()
     _patch_tensor_type()
     _patch_megatron_rng()
-    _patch_async_checkpoint_preload()
     _patch_autograd_function_backward()
     # Entered for the life of the process: every later torch call goes through the mode.
     _MODE.__enter__()

@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from alia_train.exit_codes import EXIT_LOCK_LOST
+from alia_train.fs import pid_alive
+
 LOCK_NAME = "run.lock"
 BREAK_SUFFIX = ".break"
 # With the heartbeat thread beating every HEARTBEAT_EVERY_S, 15 missed beats: survives a slow
 # shared file system, and a different job waits at most this long after a holder died elsewhere.
 DEFAULT_STALE_AFTER_S = 15 * 60
 HEARTBEAT_EVERY_S = 60.0
-EXIT_LOCK_LOST = 4
 _BREAKER_STALE_S = 60.0  # a breaker that crashed mid-break
 
 
@@ -57,16 +59,6 @@ class LockHolder:
         job = f" (Slurm job {self.job_id}, restart {self.restart_count})" if self.job_id else ""
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"pid {self.pid} on host {self.host}{job}, started {started}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, another user's
-    return True
 
 
 class RunLock:
@@ -112,7 +104,7 @@ class RunLock:
     def stale_reason(self, h: LockHolder, now: float | None = None) -> str | None:
         """Why `h`'s lock may be broken, or None if it belongs to a live holder."""
         now = time.time() if now is None else now
-        if h.host == self.host and h.pid > 0 and not _pid_alive(h.pid):
+        if h.host == self.host and h.pid > 0 and not pid_alive(h.pid):
             return f"its process {h.pid} on this host ({h.host}) is gone"
         if self.job_id and h.job_id == self.job_id and h.restart_count < self.restart_count:
             return f"it was taken by an earlier run of this job ({h.job_id}, restart {h.restart_count})"

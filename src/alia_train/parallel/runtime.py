@@ -9,6 +9,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from alia_train.config.derived import derive
 from alia_train.config.schema import Config
 from alia_train.parallel.launch_env import LaunchEnv
 
@@ -36,8 +37,8 @@ def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
         device = torch.device("cpu")
         # Each rank of a multi-process CPU job gets its share of the cores.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _local_world_size(launch))))
-    precision = cfg.train.precision
-    dtype = torch.bfloat16 if (precision == "bf16" or (precision == "auto" and cuda)) else torch.float32
+    derived = derive(cfg, launch.world_size, cuda)
+    dtype = torch.bfloat16 if derived.bf16 else torch.float32
 
     if not dist.is_initialized():
         dist.init_process_group(
@@ -55,7 +56,7 @@ def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=par.tp,
         pipeline_model_parallel_size=par.pp,
-        virtual_pipeline_model_parallel_size=par.vpp if par.vpp and par.vpp > 1 else None,
+        virtual_pipeline_model_parallel_size=derived.virtual_pipeline_size,
         context_parallel_size=par.cp,
     )
     torch.manual_seed(cfg.train.seed)

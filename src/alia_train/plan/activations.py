@@ -31,7 +31,7 @@ activations by (1 + (pp - 1) / (pp * vpp)). Context parallelism splits s over cp
 from __future__ import annotations
 
 from alia_train.config.schema import ModelConfig
-from alia_train.plan.layout import Layout
+from alia_train.plan.parallel_layout import Layout
 
 # fp32 logits kept for the cross-entropy's backward, plus their fp32 gradient at the start of
 # the backward pass (megatron's vocab-parallel cross entropy upcasts the bf16 logits).

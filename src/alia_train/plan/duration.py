@@ -1,6 +1,6 @@
 """How long a step and a token budget take at an assumed MFU.
 
-Model FLOPs per token come from alia_train.training.flops (the definition the training logs
+Model FLOPs per token come from alia_train.model.flops (the definition the training logs
 use for MFU), so a run that reaches the assumed MFU takes the estimated time. Recomputation
 costs extra hardware FLOPs that MFU does not count: its price shows up as a lower MFU.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alia_train.config.schema import ModelConfig
-from alia_train.plan.layout import Layout
-from alia_train.training.flops import training_flops_per_token
+from alia_train.plan.parallel_layout import Layout
+from alia_train.model.flops import training_flops_per_token
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ import itertools
 import math
 from dataclasses import replace
 
+from alia_train.config.layout_rules import layout_problems, pipeline_split_problems
 from alia_train.config.schema import Config
 from alia_train.model.params import padded_vocab_size
-from alia_train.plan.layout import Layout, layout_from_config
 from alia_train.plan.memory import GIB, StageMemory, layout_memory
+from alia_train.plan.parallel_layout import Layout, layout_from_config
 
 # Layouts that fit with less headroom than this are offered after roomier ones: the estimate
 # is an estimate.
@@ -54,19 +55,6 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _valid(cfg: Config, lay: Layout) -> bool:
-    m = cfg.model
-    if lay.world_size % (lay.tp * lay.pp * lay.cp):
-        return False
-    if lay.global_batch_size % (lay.micro_batch_size * lay.dp):
-        return False
-    if m.num_layers % (lay.pp * lay.vpp):
-        return False
-    if lay.vpp > 1 and (lay.pp < 2 or lay.num_microbatches % lay.pp):
-        return False
-    return True
-
-
 def _overrides(base: Layout, new: Layout) -> list[str]:
     keys = [
         ("parallel.tp", "tp"),
@@ -105,12 +93,13 @@ def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib:
 
     found: list[tuple[tuple, list[str], float]] = []
     for tp, pp, rec, mbs in itertools.product(tps, pps, recomputes, mbss):
-        vpp = base.vpp if base.vpp > 1 and m.num_layers % (pp * base.vpp) == 0 and pp > 1 else 1
+        # Keep the configured interleaving where this pipeline depth allows it.
+        vpp = base.vpp if base.vpp > 1 and not pipeline_split_problems(m, pp, base.vpp) else 1
         lay = replace(
             base, tp=tp, pp=pp, vpp=vpp, sp=tp > 1, distributed_optimizer=True,
             recompute=rec, micro_batch_size=mbs,
         )
-        if not _valid(cfg, lay):
+        if layout_problems(m, lay.split):  # the validator's rules, as for the configured layout
             continue
         padded = padded_vocab_size(vocab_size, m.make_vocab_size_divisible_by, tp)
         peak = max(s.total for s in layout_memory(m, padded, lay))

@@ -3,8 +3,8 @@
     from alia_train.report import write_report
     write_report("runs/try1")            # -> runs/try1/report/{*.png, report.md}
 
-The pieces: `records` reads metrics.jsonl (one record per step, resumes resolved), `run` reads
-the rest of the run dir, `series` turns records into what is plotted, `plots` draws the PNGs,
+The pieces: `alia_train.metrics_file` reads metrics.jsonl (one record per step, resumes
+resolved), `run` reads the rest of the run dir, `series` turns records into what is plotted, `plots` draws the PNGs,
 `summary` writes report.md, and `build` ties them together.
 """
 

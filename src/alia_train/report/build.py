@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alia_train.fs import write_text_atomic
+from alia_train.metrics_file import METRICS_FILE
 from alia_train.report.plots import render
-from alia_train.report.run import METRICS, load_run
+from alia_train.report.run import load_run
 from alia_train.report.series import plot_data
 from alia_train.report.summary import render_markdown
 
@@ -25,12 +27,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
     except FileNotFoundError as e:
         raise NoMetricsError(str(e)) from None
     if not run.records.train and not run.records.valid:
-        raise NoMetricsError(f"{run_dir / METRICS}: no complete record yet (has the run logged its first step?)")
+        raise NoMetricsError(f"{run_dir / METRICS_FILE}: no complete record yet (has the run logged its first step?)")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     data = plot_data(run)
     pngs = render(data, out)
     md = out / REPORT_MD
-    tmp = md.with_name(f".{REPORT_MD}.tmp")
-    tmp.write_text(render_markdown(run, data, [p.name for p in pngs]), encoding="utf-8")
-    tmp.replace(md)
+    write_text_atomic(md, render_markdown(run, data, [p.name for p in pngs]))
     return pngs + [md]

@@ -8,9 +8,11 @@ give the same files and different metrics give different ones.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
+from alia_train.fs import write_bytes_atomic
 from alia_train.report.series import PlotData, Series
 
 SIZE = (8.0, 4.5)
@@ -196,9 +198,8 @@ def render(data: PlotData, out_dir: Path) -> list[Path]:
             DRAW[name](fig, data)
             _margins(fig)
             path = out_dir / name
-            # Written next to the target and renamed: a reader never sees half a PNG.
-            tmp = path.with_name(f".{name}.tmp")
-            fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-            tmp.replace(path)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+            write_bytes_atomic(path, png.getvalue())  # a reader never sees half a PNG
             written.append(path)
     return written

@@ -10,9 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alia_train.report.records import Records, is_number, read_records
+from alia_train.metrics_file import METRICS_FILE, Records, is_number, read_records
 
-METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 MIXTURE = "mixture.json"
 
@@ -47,12 +46,15 @@ def _read_config(path: Path, problems: list[str]) -> dict | None:
         return None
     import yaml
 
+    from alia_train.config.load import ConfigError, read_config_file
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return read_config_file(path)
     except (OSError, yaml.YAMLError) as e:
         problems.append(f"{CONFIG}: unreadable ({type(e).__name__}); run config left out")
-        return None
-    return data if isinstance(data, dict) else None
+    except ConfigError:  # not a mapping: no run config to show
+        pass
+    return None
 
 
 def _read_mixture(path: Path, problems: list[str]) -> dict[str, float] | None:
@@ -72,7 +74,7 @@ def _read_mixture(path: Path, problems: list[str]) -> dict[str, float] | None:
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run directory. Raises FileNotFoundError when it has no metrics.jsonl."""
     run_dir = Path(run_dir)
-    metrics = run_dir / METRICS
+    metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics}: no such file (is {run_dir} a run directory?)")
     problems: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alia_train.report.records import is_number
+from alia_train.metrics_file import is_number
 from alia_train.report.run import RunData
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from alia_train.report.records import finite
+from alia_train.metrics_file import finite
 from alia_train.report.run import RunData
 from alia_train.report.series import PlotData
 

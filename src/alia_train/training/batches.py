@@ -7,6 +7,7 @@ needs only `consumed_samples`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -38,3 +39,22 @@ class MicroBatchIterator:
         items = [self.dataset[i] for i in range(start, start + self.mbs)]
         self.position += self.mbs * self.dp_size
         return _collate(items)
+
+
+@dataclass(frozen=True)
+class BatchReader:
+    """How this rank reads any dataset: its data-parallel share, in micro-batches, with one
+    iterator per model chunk (each virtual pipeline stage's forward step reads its own copy)."""
+
+    micro_batch_size: int
+    dp_rank: int
+    dp_size: int
+    num_chunks: int = 1
+
+    def iterators(self, dataset, consumed_samples: int = 0) -> list[MicroBatchIterator]:
+        return [MicroBatchIterator(dataset, consumed_samples, self.micro_batch_size, self.dp_rank, self.dp_size)
+                for _ in range(self.num_chunks)]
+
+    def microbatches_in(self, dataset) -> int:
+        """How many micro-batches every DP rank can read from `dataset` from its start."""
+        return len(dataset) // (self.micro_batch_size * self.dp_size)

@@ -2,18 +2,21 @@
 
 Only global rank 0 writes. metrics.jsonl grows across restarts with each step once: a run
 that resumes from the checkpoint of step S first drops the records past S (written by the run
-that died or stopped before saving them; the resumed run writes them again). `read_metrics`
-still keeps the last record of each step, for files written before that rule.
+that died or stopped before saving them; the resumed run writes them again). The file is
+read by alia_train.metrics_file, for files written before that rule too.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from alia_train.fs import write_text_atomic
+from alia_train.metrics_file import METRICS_FILE, record_text
+from alia_train.progress import ProgressLine, is_live
 
 
 def _clean(value):
@@ -22,27 +25,13 @@ def _clean(value):
     return value
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Records of metrics.jsonl, one per (kind, step), the latest kept, in step order.
-
-    A partial last line (a run killed mid-write) is ignored."""
-    latest: dict[tuple[str, int], dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            latest[(rec.get("kind", "train"), rec["step"])] = rec
-    return sorted(latest.values(), key=lambda r: (r["step"], r.get("kind", "train")))
-
-
 class Console:
     """A one-line progress display in a terminal; plain lines in logs."""
 
     def __init__(self, mode: str, total_steps: int, stream=None):
         self.stream = stream or sys.stdout
-        self.progress = mode == "progress" or (mode == "auto" and self.stream.isatty())
+        self.line = ProgressLine(self.stream, live=is_live(self.stream, mode))
+        self.progress = self.line.live
         self.total = total_steps
         self.start_time = time.time()
         self.start_step: int | None = None
@@ -70,62 +59,34 @@ class Console:
         if "peak_mem_gb" in rec:
             parts.append(f"mem {rec['peak_mem_gb']:.1f}GB")
         parts.append(f"eta {self._eta(rec['step'])}")
-        line = " | ".join(parts)
-        if self.progress:
-            self.stream.write("\r\033[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.line.show(" | ".join(parts))
 
     def message(self, text: str) -> None:
-        if self.progress:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self.line.message(text)
 
     def close(self) -> None:
-        if self.progress:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _parse(line: bytes) -> dict | None:
-    """The record of one metrics.jsonl line, or None for a damaged one (a killed run's half
-    line)."""
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        rec = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return rec if isinstance(rec, dict) else None
+        self.line.close()
 
 
 def drop_records_after(path: Path, step: int) -> int:
     """Remove the records of steps after `step`, and damaged lines, from metrics.jsonl
-    (atomically: a temporary file renamed over it). Returns how many records were dropped."""
+    (atomically: a temporary file renamed over it). Lines are read as alia_train.metrics_file
+    reads them. Returns how many records were dropped."""
     if not path.exists():
         return 0
-    kept: list[bytes] = []
+    kept: list[str] = []
     dropped = damaged = 0
-    with open(path, "rb") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if not line.strip():
-                continue
-            rec = _parse(line)
-            if rec is None:
-                damaged += 1
-            elif isinstance(rec.get("step"), int) and rec["step"] > step:
+            found = record_text(line)
+            if found is None:
+                damaged += bool(line.strip())
+            elif found[0]["step"] > step:
                 dropped += 1
             else:
-                kept.append(line)
+                kept.append(found[1] + "\n")
     if dropped or damaged:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(kept))
     return dropped
 
 
@@ -133,7 +94,7 @@ class MetricsSink:
     def __init__(self, run_dir: str, console: Console, trackers: list, resume_step: int = 0):
         """`resume_step`: the step the run resumed at (0 for a fresh start); records of later
         steps are dropped, the resumed run writes them again."""
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_FILE
         self.console = console
         self.trackers = trackers
         self.dropped = drop_records_after(self.path, resume_step)
@@ -143,13 +104,13 @@ class MetricsSink:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, rec: dict, show: bool = True) -> None:
-        rec = {k: _clean(v) for k, v in rec.items()}
-        self._file.write(json.dumps(rec) + "\n")
+        clean = {k: _clean(v) for k, v in rec.items()}
+        self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
         for t in self.trackers:
-            t.log(rec)
+            t.log(clean)
         if show and rec.get("kind", "train") == "train":
-            self.console.step(rec)
+            self.console.step(rec)  # the numbers: a skipped step's loss shows as inf / nan
 
     def close(self) -> None:
         self._file.close()

@@ -55,7 +55,7 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
         min_lr=opt.min_lr,
         lr_warmup_steps=min(opt.warmup_steps, decay_steps - 1) if decay_steps > 1 else 0,
         lr_decay_steps=decay_steps,
-        lr_decay_style=opt.decay_style,
+        lr_decay_style=str(opt.decay_style),  # plain str: megatron stores it in the checkpoint
         start_wd=opt.weight_decay,
         end_wd=opt.weight_decay,
         wd_incr_steps=decay_steps,

@@ -27,13 +27,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-# "Checkpoint written, start me again": EX_TEMPFAIL from sysexits.h. The Slurm scripts requeue
-# the job on this code.
-EXIT_RESUME = 75
-# "Checkpoint written, stopped as asked": 128 + SIGTERM, what a shell reports for a process
-# ended by SIGTERM, so launchers that do not know alia-train read it as "terminated". Distinct
-# from 75: nothing requeues it.
-EXIT_STOPPED = 128 + signal.SIGTERM
+from alia_train.exit_codes import EXIT_RESUME, EXIT_STOPPED
+
 HANDLED = (signal.SIGTERM, signal.SIGUSR1)
 PENDING_ENV = "ALIA_STOP_SIGNAL"  # set by scripts/slurm/common.sh
 KILL_WAIT_ENV = "ALIA_KILL_WAIT_S"  # Slurm's KillWait, exported by scripts/slurm/common.sh

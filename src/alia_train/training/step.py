@@ -17,6 +17,17 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 
+@dataclass(frozen=True)
+class StepShape:
+    """What megatron's schedule is told about one step: how many micro-batches of which size,
+    and where they go."""
+
+    num_microbatches: int  # per data-parallel rank
+    seq_length: int
+    micro_batch_size: int
+    device: torch.device
+
+
 @dataclass
 class StepResult:
     loss: float  # token-mean over the global batch
@@ -85,33 +96,32 @@ def _grads_finite(model) -> bool:
     return local.item() == 0.0
 
 
-def _run_schedule(model, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
-                  seq_length: int, micro_batch_size: int, device: torch.device, forward_only: bool) -> list[float]:
+def _run_schedule(model, data_iterators: list, acc: LossAccumulator, shape: StepShape, *,
+                  forward_only: bool) -> list[float]:
     """Run megatron's pipeline schedule over the micro-batches of one global batch; returns the
     job-wide [loss_sum, tokens, per-language sums..., per-language tokens...]."""
     acc.reset()
     get_forward_backward_func()(
-        forward_step_func=partial(_forward_step, acc, device),
+        forward_step_func=partial(_forward_step, acc, shape.device),
         # One iterator per virtual stage: each chunk's forward step reads its own copy.
         data_iterator=data_iterators[0] if len(model) == 1 else data_iterators,
         model=model if len(model) > 1 else model[0],
-        num_microbatches=num_microbatches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
+        num_microbatches=shape.num_microbatches,
+        seq_length=shape.seq_length,
+        micro_batch_size=shape.micro_batch_size,
         forward_only=forward_only,
     )
     return acc.reduce().tolist()
 
 
-def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int,
-               seq_length: int, micro_batch_size: int, device: torch.device) -> StepResult:
+def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator,
+               shape: StepShape) -> StepResult:
     """One optimizer step. A non-finite loss or gradient skips the update and is reported in
     the result; the caller decides whether to stop (train.on_nonfinite)."""
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    totals = _run_schedule(model, data_iterators, acc, num_microbatches=num_microbatches, seq_length=seq_length,
-                           micro_batch_size=micro_batch_size, device=device, forward_only=False)
+    totals = _run_schedule(model, data_iterators, acc, shape, forward_only=False)
     loss = totals[0] / max(totals[1], 1.0)
     nonfinite = None
     if not math.isfinite(loss):
@@ -138,13 +148,11 @@ def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccum
 
 
 @torch.no_grad()
-def eval_step(model, data_iterators: list, acc: LossAccumulator, *, num_microbatches: int, seq_length: int,
-              micro_batch_size: int, device: torch.device) -> tuple[float, float]:
-    """Returns (loss_sum, tokens) over num_microbatches micro-batches of every DP rank."""
+def eval_step(model, data_iterators: list, acc: LossAccumulator, shape: StepShape) -> tuple[float, float]:
+    """Returns (loss_sum, tokens) over shape.num_microbatches micro-batches of every DP rank."""
     for chunk in model:
         chunk.eval()
-    totals = _run_schedule(model, data_iterators, acc, num_microbatches=num_microbatches, seq_length=seq_length,
-                           micro_batch_size=micro_batch_size, device=device, forward_only=True)
+    totals = _run_schedule(model, data_iterators, acc, shape, forward_only=True)
     for chunk in model:
         chunk.train()
     return totals[0], totals[1]

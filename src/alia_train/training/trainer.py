@@ -1,37 +1,33 @@
-"""The training loop: from a validated Config and an initialised runtime to metrics and
-checkpoints. The pieces it drives live next to it (step, optimizer, batches, metrics, signals)
-and in alia_train.checkpoint / alia_train.data."""
+"""The training loop. A Trainer is complete once constructed: model, optimizer, checkpoints,
+the resumed position and the datasets. Build it through alia_train.training.run, which also
+holds the run lock and accepts the launch; the pieces it drives live next to it (step, batches,
+evaluation, train_log, save_policy, nonfinite, signals) and in alia_train.checkpoint / data."""
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from alia_train.checkpoint.layout import remove_partials
-from alia_train.checkpoint.manager import CheckpointManager, TrainingProgress
+from alia_train.checkpoint.manager import CheckpointManager, CheckpointMismatchError, TrainingProgress
+from alia_train.config.derived import derive
 from alia_train.config.load import to_yaml
 from alia_train.config.schema import Config
+from alia_train.exit_codes import EXIT_OK
+from alia_train.fs import write_json_atomic
 from alia_train.model.build import build_model
 from alia_train.parallel.runtime import Runtime
-from alia_train.training.batches import MicroBatchIterator
-from alia_train.training.flops import mfu, training_flops_per_token
-from alia_train.training.metrics import Console, MetricsSink
+from alia_train.training.batches import BatchReader, MicroBatchIterator
+from alia_train.training.errors import RunError
+from alia_train.training.evaluation import Evaluator
+from alia_train.training.intervals import Every
+from alia_train.training.nonfinite import nonfinite_warning
 from alia_train.training.optimizer import attach_schedule_hooks, build_optimizer, wrap_ddp
-from alia_train.training.signals import install_stop_handler, release_stop_handler
-from alia_train.training.step import LossAccumulator, eval_step, train_step
-
-EXIT_OK = 0
-EXIT_NONFINITE = 3
-
-
-class NonFiniteError(RuntimeError):
-    pass
+from alia_train.training.save_policy import SavePolicy
+from alia_train.training.signals import StopDecision, install_stop_handler, release_stop_handler
+from alia_train.training.step import LossAccumulator, StepResult, StepShape, train_step
+from alia_train.training.train_log import TrainLog
 
 
 def _log(msg: str) -> None:
@@ -40,18 +36,20 @@ def _log(msg: str) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, rt: Runtime, tokenizer):
-        self.cfg = cfg
-        self.rt = rt
-        self.tokenizer = tokenizer
+    def __init__(self, cfg: Config, rt: Runtime, tokenizer, *, with_data: bool = True):
+        """Builds the model and optimizer, resumes (the run's latest complete checkpoint, else
+        checkpoint.load) and, `with_data`, builds the datasets. Without data the caller feeds
+        its own micro-batches to `step` (counted as language 0). Raises RunError when the
+        checkpoint cannot be resumed."""
+        self.cfg, self.rt, self.tokenizer = cfg, rt, tokenizer
         tr = cfg.train
-        self.dp_size = parallel_state.get_data_parallel_world_size()
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.num_microbatches = tr.global_batch_size // (tr.micro_batch_size * self.dp_size)
-        self.tokens_per_step = tr.global_batch_size * tr.seq_length
-
+        derived = derive(cfg, dist.get_world_size(), rt.cuda)
+        self.tokens_per_step = derived.tokens_per_step
+        self.shape = StepShape(derived.num_microbatches, tr.seq_length, tr.micro_batch_size, rt.device)
         chunks = build_model(cfg, tokenizer.vocab_size, rt.dtype, rt.device)
         self.model = wrap_ddp(cfg, chunks, rt.dtype)
+        self.reader = BatchReader(tr.micro_batch_size, parallel_state.get_data_parallel_rank(),
+                                  parallel_state.get_data_parallel_world_size(), len(self.model))
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model, rt.dtype)
         attach_schedule_hooks(self.model, self.optimizer)
         self.checkpoints = CheckpointManager(
@@ -59,197 +57,115 @@ class Trainer:
             {"path": tokenizer.path, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
             to_yaml(cfg),
         )
-        self.progress = TrainingProgress()
-        self.flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, tokenizer.vocab_size)
+        self.saves = SavePolicy(cfg.checkpoint.interval, tr.steps)
+        self.progress = self._resume()
+        self.data = self._build_data() if with_data else None
+        self.languages: list[str] = list(self.data.languages) if self.data else []
+        self.acc = LossAccumulator(max(len(self.languages), 1), rt.device)
+        self.evaluator = Evaluator(self.model, self.data.valid if self.data else {}, self.reader, self.acc,
+                                   self.shape, tr.eval_iters, Every(tr.eval_interval, tr.steps))
+        self._closed = False
 
-    # ------------------------------------------------------------------ setup
-    def resume(self) -> None:
+    # ------------------------------------------------------------------ set-up
+    def _resume(self) -> TrainingProgress:
         if dist.get_rank() == 0:
+            from alia_train.checkpoint.layout import remove_partials
+
             # Left by a save that was interrupted; the run lock guarantees no save is running.
             for path in remove_partials(self.cfg.run.dir):
                 _log(f"removed unfinished checkpoint {path.name}")
         dist.barrier()
-        loaded = self.checkpoints.load_latest()
+        try:
+            loaded = self.checkpoints.load_latest()
+        except (CheckpointMismatchError, FileNotFoundError) as e:
+            raise RunError(str(e)) from e
         if loaded is None:
             _log("no checkpoint to resume from: starting at step 0")
-            return
+            return TrainingProgress()
         for path, why in loaded.skipped:
             _log(f"WARNING: skipping checkpoint {path}: {why}; falling back to an earlier one")
-        self.progress = loaded.progress
-        _log(
-            f"resumed from {loaded.path} at step {self.progress.step} "
-            f"(consumed samples {self.progress.consumed_samples}){loaded.note}"
-        )
+        p = loaded.progress
+        _log(f"resumed from {loaded.path} at step {p.step} (consumed samples {p.consumed_samples}){loaded.note}")
+        return p
 
-    def build_data(self) -> None:
+    def _build_data(self):
         from alia_train.data.datasets import build_datasets
 
         tr = self.cfg.train
         train_samples = tr.steps * tr.global_batch_size
         evals = tr.steps // tr.eval_interval + 1 if tr.eval_interval else 0
         valid_samples = max(evals, 1) * tr.eval_iters * tr.global_batch_size
-        self.data = build_datasets(self.cfg, self.tokenizer, train_samples=train_samples, valid_samples=valid_samples)
-        self.languages = list(self.data.languages)
-        self.acc = LossAccumulator(len(self.languages), self.rt.device)
+        data = build_datasets(self.cfg, self.tokenizer, train_samples=train_samples, valid_samples=valid_samples)
         if dist.get_rank() == 0:
-            mixture = {"languages": self.languages, "planned_shares": dict(self.data.planned_shares)}
-            (Path(self.cfg.run.dir) / "mixture.json").write_text(json.dumps(mixture, indent=1))
+            mixture = {"languages": list(data.languages), "planned_shares": dict(data.planned_shares)}
+            write_json_atomic(Path(self.cfg.run.dir) / "mixture.json", mixture, indent=1)
+        return data
 
-    def _iterators(self, dataset, consumed: int) -> list[MicroBatchIterator]:
-        mbs = self.cfg.train.micro_batch_size
-        return [MicroBatchIterator(dataset, consumed, mbs, self.dp_rank, self.dp_size) for _ in self.model]
+    # ------------------------------------------------------------------ steps
+    def batches(self, consumed_samples: int = 0) -> list[MicroBatchIterator]:
+        """This rank's micro-batches of the training set from `consumed_samples` on."""
+        return self.reader.iterators(self.data.train, consumed_samples)
 
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict:
-        tr = self.cfg.train
-        rec: dict = {"kind": "valid", "step": self.progress.step}
-        total_loss, total_tokens = 0.0, 0.0
-        for lang, dataset in self.data.valid.items():
-            n_micro = min(tr.eval_iters * self.num_microbatches, len(dataset) // (tr.micro_batch_size * self.dp_size))
-            if n_micro == 0:
-                continue
-            its = self._iterators(dataset, 0)
-            loss_sum, tokens = eval_step(
-                self.model, its, self.acc, num_microbatches=n_micro, seq_length=tr.seq_length,
-                micro_batch_size=tr.micro_batch_size, device=self.rt.device,
-            )
-            loss = loss_sum / max(tokens, 1)
-            rec[f"loss/{lang}"] = loss
-            rec[f"ppl/{lang}"] = math.exp(min(loss, 50.0))
-            total_loss += loss_sum
-            total_tokens += tokens
-        if total_tokens:
-            rec["loss"] = total_loss / total_tokens
-            rec["ppl"] = math.exp(min(rec["loss"], 50.0))
-        return rec
+    def step(self, iterators: list) -> StepResult:
+        """One optimizer step on the next micro-batches of `iterators` (progress is the loop's)."""
+        return train_step(self.model, self.optimizer, self.scheduler, iterators, self.acc, self.shape)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> int:
-        cfg, tr = self.cfg, self.cfg.train
-        rank0 = dist.get_rank() == 0
-        # Installed by alia-train's main already; release gives signals their default action.
-        stop = install_stop_handler() if cfg.checkpoint.save_on_signal else release_stop_handler()
-        console = Console(cfg.logging.console, tr.steps)
-        # Records past the resumed step were written by a run that died before saving them.
-        sink = MetricsSink(cfg.run.dir, console, self.rt.trackers, resume_step=self.progress.step) if rank0 else None
-        its = self._iterators(self.data.train, self.progress.consumed_samples)
-        interval_start, interval_steps, interval_tokens = time.perf_counter(), 0, 0
-        interval_loss_sum = 0.0
-        lang_sums = [0.0] * len(self.languages)
-        lang_tokens = [0] * len(self.languages)
-        exit_code, decision = EXIT_OK, None
-        if self.rt.cuda:
-            torch.cuda.reset_peak_memory_stats()
+        """Train from the resumed step to train.steps; EXIT_OK, or a stop request's exit code
+        once its checkpoint is saved. Raises NonFiniteError (train.on_nonfinite=stop)."""
+        stop = install_stop_handler() if self.cfg.checkpoint.save_on_signal else release_stop_handler()
+        its = self.batches(self.progress.consumed_samples)
+        log = TrainLog(self.cfg, self.rt.trackers, self.languages, self.progress.step,
+                       self.tokenizer.vocab_size, self.rt.cuda)
+        decision = None
         try:
-            while self.progress.step < tr.steps:
-                result = train_step(
-                    self.model, self.optimizer, self.scheduler, its, self.acc,
-                    num_microbatches=self.num_microbatches, seq_length=tr.seq_length,
-                    micro_batch_size=tr.micro_batch_size, device=self.rt.device,
-                )
-                if result.nonfinite:
-                    msg = (
-                        f"non-finite {result.nonfinite} at step {self.progress.step + 1} "
-                        f"(loss {result.loss})"
-                    )
-                    if tr.on_nonfinite == "stop":
-                        raise NonFiniteError(
-                            msg + "; stopping without saving these weights. Resume from the last "
-                            "checkpoint with a lower optim.lr, or set train.on_nonfinite=skip"
-                        )
-                    _log(f"WARNING: {msg}; step skipped (train.on_nonfinite=skip)")
-                self.progress.step += 1
-                self.progress.consumed_samples += tr.global_batch_size
-                self.progress.consumed_tokens += self.tokens_per_step
-                interval_steps += 1
-                interval_tokens += result.tokens
-                interval_loss_sum += result.loss * result.tokens
-                for i in range(len(self.languages)):
-                    lang_sums[i] += result.lang_loss_sum[i]
-                    lang_tokens[i] += result.lang_tokens[i]
+            while self.progress.step < self.cfg.train.steps:
+                result = self.step(its)
+                self._advance(result)
+                log.add(result)
                 self.checkpoints.finalize_pending(blocking=False)
-
                 step = self.progress.step
-                if step % cfg.logging.interval == 0 or step == tr.steps:
-                    elapsed = time.perf_counter() - interval_start
-                    rec = self._train_record(result, interval_steps, interval_loss_sum, interval_tokens, elapsed, lang_sums, lang_tokens)
-                    if sink:
-                        sink.write(rec)
-                    interval_start, interval_steps, interval_tokens = time.perf_counter(), 0, 0
-                    interval_loss_sum = 0.0
-                    lang_sums = [0.0] * len(self.languages)
-                    lang_tokens = [0] * len(self.languages)
-
-                if tr.eval_interval and (step % tr.eval_interval == 0 or step == tr.steps) and self.data.valid:
-                    eval_start = time.perf_counter()
-                    rec = self.evaluate()
-                    interval_start += time.perf_counter() - eval_start  # not training time
-                    if sink:
-                        sink.write(rec, show=False)
-                        shown = ", ".join(f"{k[5:]} {v:.3f}" for k, v in rec.items() if k.startswith("loss/"))
-                        console.message(f"validation step {step}: loss {rec.get('loss', float('nan')):.4f} ({shown})")
-
-                ck = cfg.checkpoint
+                if log.due(step):
+                    log.write_train(result, self.progress, self.optimizer.param_groups[0]["lr"])
+                if self.evaluator.due(step):
+                    with log.meter.paused():
+                        rec = self.evaluator.run(step)
+                    log.write_validation(rec)
                 decision = stop.agreed() if stop is not None else None
                 if decision is not None:
-                    _log(decision.announce(step))
-                    warning = decision.kill_wait_warning(self.checkpoints.last_save_seconds)
-                    if warning:
-                        _log(warning)
-                    self.checkpoints.save(self.progress, blocking=True)
-                    exit_code = decision.exit_code
+                    self._save_on_stop(decision, step)
                     break
-                if ck.interval and step % ck.interval == 0 and step < tr.steps:
+                if self.saves.due(step):
                     self.checkpoints.save(self.progress)
             else:
-                if self.checkpoints.last_saved_step != self.progress.step:
+                if self.saves.final_due(self.progress.step, self.checkpoints.last_saved_step):
                     self.checkpoints.save(self.progress, blocking=True)
         finally:
+            self.close()
+            log.close()
+        _log(decision.farewell(self.checkpoints.last_save_seconds) if decision is not None
+             else f"training finished at step {self.progress.step}")
+        return decision.exit_code if decision is not None else EXIT_OK
+
+    def _advance(self, result: StepResult) -> None:
+        """Count the step done (a skipped one too: its samples are not trained on again)."""
+        warning = nonfinite_warning(result, self.progress.step + 1, self.cfg.train.on_nonfinite)
+        if warning:
+            _log(warning)
+        self.progress.step += 1
+        self.progress.consumed_samples += self.cfg.train.global_batch_size
+        self.progress.consumed_tokens += self.tokens_per_step
+
+    def _save_on_stop(self, decision: StopDecision, step: int) -> None:
+        _log(decision.announce(step))
+        warning = decision.kill_wait_warning(self.checkpoints.last_save_seconds)
+        if warning:
+            _log(warning)
+        self.checkpoints.save(self.progress, blocking=True)
+
+    def close(self) -> None:
+        """Wait for a checkpoint still being written (idempotent)."""
+        if not self._closed:
+            self._closed = True
             self.checkpoints.close()
-            if sink:
-                sink.close()
-        if decision is not None:
-            _log(decision.farewell(self.checkpoints.last_save_seconds))
-        else:
-            _log(f"training finished at step {self.progress.step}")
-        return exit_code
-
-    def _train_record(self, result, interval_steps: int, loss_sum: float, interval_tokens: int, elapsed: float, lang_sums, lang_tokens) -> dict:
-        """One metrics record. `loss` and the per-language losses are token-weighted means over
-        the steps since the last record (one step when logging.interval=1)."""
-        cfg = self.cfg
-        tokens_per_sec = interval_tokens / max(elapsed, 1e-9)
-        rec = {
-            "kind": "train",
-            "step": self.progress.step,
-            "loss": loss_sum / max(interval_tokens, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": result.grad_norm,
-            "tokens_per_sec": tokens_per_sec,
-            "consumed_samples": self.progress.consumed_samples,
-            "consumed_tokens": self.progress.consumed_tokens,
-            "step_time": elapsed / max(1, interval_steps),
-        }
-        if result.skipped:
-            rec["skipped"] = True
-        for lang, s, t in zip(self.languages, lang_sums, lang_tokens):
-            if t:
-                rec[f"loss/{lang}"] = s / t
-                rec[f"tokens/{lang}"] = t
-        if self.rt.cuda:
-            per_gpu = tokens_per_sec / dist.get_world_size()
-            rec["tflops_per_gpu"] = per_gpu * self.flops_per_token / 1e12
-            rec["mfu"] = mfu(per_gpu, self.flops_per_token, cfg.cluster.peak_tflops)
-            rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        return rec
-
-
-def save_run_config(cfg: Config) -> None:
-    """Write RUN_DIR/config.yaml atomically (temporary file, fsync, rename, fsync of the
-    directory): readers see the previous file or the new one whole, never a truncated one (a
-    full disk fails here, before the old file is touched)."""
-    from alia_train.data.atomic import write_text_atomic
-
-    run_dir = Path(cfg.run.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))

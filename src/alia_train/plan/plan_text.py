@@ -1,13 +1,10 @@
-"""The planner's text report."""
+"""The text `alia-plan` prints for a run's plan (and alia-train when a run does not fit)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from alia_train.plan.memory import RunPlan, StageMemory
-
-GIB = 2**30
+from alia_train.plan.activations import in_flight_microbatches
+from alia_train.plan.memory import ALLOCATOR_SLACK, FIXED_OVERHEAD_GIB, GIB, StageMemory
+from alia_train.plan.run_plan import RunPlan
 
 
 def _row(label: str, values: list[str], width: int = 44) -> str:
@@ -19,8 +16,6 @@ def _gib(x: float) -> str:
 
 
 def _memory_table(plan: RunPlan) -> list[str]:
-    from alia_train.plan.memory import ALLOCATOR_SLACK, FIXED_OVERHEAD_GIB
-
     lay = plan.layout
     assert lay is not None
     st: list[StageMemory] = plan.stages
@@ -34,7 +29,7 @@ def _memory_table(plan: RunPlan) -> list[str]:
         lines.append(_row(f"fp32 master weights ({shard})", [_gib(s.master) for s in st]))
     lines.append(_row(f"Adam m + v, fp32 ({shard})", [_gib(s.adam) for s in st]))
     lines.append(_row(f"activations ({lay.recompute} recompute)", [_gib(s.activations) for s in st]))
-    lines.append(_row("  micro-batches in flight (1F1B)", [f"{_flight(lay, s.stage):g}" for s in st]))
+    lines.append(_row("  micro-batches in flight (1F1B)", [f"{in_flight_microbatches(lay, s.stage):g}" for s in st]))
     lines.append(_row("output-layer inputs", [_gib(s.head) for s in st]))
     lines.append(_row("logits + gradient (fp32, one micro-batch)", [_gib(s.logits) for s in st]))
     if any(s.step_transient > s.activations + s.head + s.logits for s in st):
@@ -43,12 +38,6 @@ def _memory_table(plan: RunPlan) -> list[str]:
     lines.append(_row(f"+ CUDA/NCCL/workspaces {FIXED_OVERHEAD_GIB:g} GiB, allocator {ALLOCATOR_SLACK:.0%}", [_gib(s.overhead) for s in st]))
     lines.append(_row("= total per GPU", [_gib(s.total) for s in st]))
     return lines
-
-
-def _flight(lay, stage: int) -> float:
-    from alia_train.plan.activations import in_flight_microbatches
-
-    return in_flight_microbatches(lay, stage)
 
 
 def _where(stage: StageMemory) -> str:
@@ -63,15 +52,16 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:.1f} minutes"
 
 
-def format_plan(plan: RunPlan) -> str:
+def format_run_plan(plan: RunPlan) -> str:
+    """The whole report: layout and batch, parameters, memory per GPU and the verdict,
+    alternatives, time to the token budget, and what would help when it does not fit."""
     gpus = plan.nodes * plan.gpus_per_node
-    head = (
+    lines = [
         f"alia-plan: {plan.model_name} on {plan.cluster_name}: {plan.nodes} node(s) x "
         f"{plan.gpus_per_node} GPU(s) = {gpus:,} GPUs of {plan.capacity_gib:g} GiB"
-    )
-    lines = [head]
-    lay, counts, dur = plan.layout, plan.counts, plan.duration
-    if lay is None or counts is None or dur is None:
+    ]
+    lay = plan.layout
+    if lay is None or plan.counts is None or plan.duration is None:
         lines.append("cannot plan this configuration:")
         lines += [f"  {p}" for p in plan.problems]
         return "\n".join(lines)
@@ -83,6 +73,18 @@ def format_plan(plan: RunPlan) -> str:
         f"{lay.tokens_per_step:,} tokens per step; micro batch {lay.micro_batch_size}, "
         f"{lay.num_microbatches} per step per DP rank",
         "",
+    ]
+    lines += _parameter_lines(plan) + [""] + _memory_table(plan) + _verdict_lines(plan) + [""]
+    lines += _time_lines(plan)
+    if not plan.fits:
+        lines += [""] + _advice_lines(plan)
+    return "\n".join(lines)
+
+
+def _parameter_lines(plan: RunPlan) -> list[str]:
+    lay, counts = plan.layout, plan.counts
+    assert lay is not None and counts is not None
+    lines = [
         "parameters (model-card counts: unpadded vocabulary "
         f"{plan.vocab_size:,}; padded to {plan.padded_vocab:,} for TP {lay.tp})",
         f"  {'total':<28}{counts.total:>18,}",
@@ -90,10 +92,11 @@ def format_plan(plan: RunPlan) -> str:
         f"  {'output layer (untied)':<28}{counts.output:>18,}",
         f"  {'transformer layers + norm':<28}{counts.transformer:>18,}",
     ]
-    for s in plan.stages:
-        lines.append(f"  {'per GPU, ' + s.label:<28}{round(s.params):>18,}")
-    lines.append("")
-    lines += _memory_table(plan)
+    return lines + [f"  {'per GPU, ' + s.label:<28}{round(s.params):>18,}" for s in plan.stages]
+
+
+def _verdict_lines(plan: RunPlan) -> list[str]:
+    """Fits or not, and the peak stage's alternatives (recompute, distributed optimizer)."""
     peak = plan.peak
     assert peak is not None
     room = plan.capacity_gib - peak.total / GIB
@@ -102,9 +105,9 @@ def format_plan(plan: RunPlan) -> str:
         if plan.fits
         else f"  fits in {plan.capacity_gib:g} GiB: NO, {-room:.1f} GiB short{_where(peak)}"
     )
-    lines.append(verdict)
     acts = peak.activations_by_recompute
-    lines += [
+    return [
+        verdict,
         "",
         f"alternatives ({peak.label}, GiB)",
         "  activations by recompute: "
@@ -112,7 +115,13 @@ def format_plan(plan: RunPlan) -> str:
         + "  (flash attention keeps no s x s scores, so selective saves little memory)",
         f"  master + Adam: distributed optimizer {peak.optimizer_distributed / GIB:.2f}, "
         f"replicated {peak.optimizer_replicated / GIB:.2f}",
-        "",
+    ]
+
+
+def _time_lines(plan: RunPlan) -> list[str]:
+    lay, dur = plan.layout, plan.duration
+    assert lay is not None and dur is not None
+    return [
         f"time at {dur.mfu:.0%} MFU of {dur.peak_tflops:g} TFLOP/s per GPU (model FLOPs, bf16 dense peak)",
         f"  model FLOPs per token      {dur.flops_per_token:.3e}",
         f"  throughput                 {dur.tokens_per_second:,.0f} tokens/s "
@@ -121,13 +130,14 @@ def format_plan(plan: RunPlan) -> str:
         f"  token budget               {dur.tokens:.4g} tokens ({dur.budget_source}) = "
         f"{dur.steps:,} steps, {_span(dur.days * 86400)}",
     ]
-    if not plan.fits:
-        lines += ["", "does not fit:"]
-        lines += [f"  {p}" for p in plan.problems]
-        if plan.hints:
-            lines.append("what would help:")
-            lines += [f"  - {h}" for h in plan.hints]
-        if plan.suggestions:
-            lines.append("layouts that fit (add these overrides):")
-            lines += [f"  {s}" for s in plan.suggestions]
-    return "\n".join(lines)
+
+
+def _advice_lines(plan: RunPlan) -> list[str]:
+    lines = ["does not fit:"] + [f"  {p}" for p in plan.problems]
+    if plan.hints:
+        lines.append("what would help:")
+        lines += [f"  - {h}" for h in plan.hints]
+    if plan.suggestions:
+        lines.append("layouts that fit (add these overrides):")
+        lines += [f"  {s}" for s in plan.suggestions]
+    return lines

@@ -1,9 +1,15 @@
-"""The parallel layout a plan is made for: how a job of `world_size` GPUs splits the model."""
+"""The parallel layout a plan is made for: how a job of `world_size` GPUs splits the model.
+
+The configured layout, or one the planner weighs as a suggestion; the quantities that follow
+from it (DP size, micro-batches) come from config/derived.py, as for the run itself.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alia_train.config.derived import data_parallel_size, interleave, microbatches_per_step, uses_bf16
+from alia_train.config.layout_rules import ParallelSplit
 from alia_train.config.schema import Config
 
 
@@ -26,16 +32,22 @@ class Layout:
 
     @property
     def dp(self) -> int:
-        return self.world_size // (self.tp * self.pp * self.cp)
+        return data_parallel_size(self.world_size, self.tp, self.pp, self.cp)
 
     @property
     def num_microbatches(self) -> int:
         """Micro-batches per step on each data-parallel rank (gradient accumulation)."""
-        return max(1, self.global_batch_size // (self.micro_batch_size * self.dp))
+        return microbatches_per_step(self.global_batch_size, self.micro_batch_size, self.dp)
 
     @property
     def tokens_per_step(self) -> int:
         return self.global_batch_size * self.seq_length
+
+    @property
+    def split(self) -> ParallelSplit:
+        """This layout as the layout rules (config/layout_rules.py) see it."""
+        return ParallelSplit(self.world_size, self.tp, self.pp, self.vpp, self.cp, self.sp,
+                             self.global_batch_size, self.micro_batch_size, self.seq_length)
 
     def describe(self) -> str:
         parts = [f"TP {self.tp}", f"PP {self.pp}"]
@@ -57,15 +69,15 @@ def layout_from_config(cfg: Config, world_size: int) -> Layout:
         tp=par.tp,
         pp=par.pp,
         cp=par.cp,
-        vpp=par.vpp or 1,
+        vpp=interleave(par.vpp),
         sp=par.sp,
         distributed_optimizer=par.distributed_optimizer,
         grad_reduce_in_bf16=par.grad_reduce_in_bf16,
         micro_batch_size=tr.micro_batch_size,
         global_batch_size=tr.global_batch_size,
         seq_length=tr.seq_length,
-        recompute=tr.recompute,
+        recompute=str(tr.recompute),
         recompute_num_layers=tr.recompute_num_layers,
-        # The planner plans GPU runs: "auto" means bf16 there.
-        bf16=tr.precision != "fp32",
+        # The planner plans GPU runs (whatever train.device): precision "auto" means bf16 there.
+        bf16=uses_bf16(tr.precision, cuda=True),
     )

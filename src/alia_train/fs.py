@@ -1,4 +1,9 @@
-"""Write-then-rename helpers: nothing half-written ever appears under a final name."""
+"""Small file-system helpers: durable atomic writes, fsync of files, trees and directories,
+"is this process alive", and output directories checked before any work.
+
+Write-then-rename: nothing half-written ever appears under a final name, and a crash leaves
+the old file or the new one, whole.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,17 @@ import json
 import os
 import socket
 from pathlib import Path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tmp_name(final: str | os.PathLike) -> str:
@@ -24,15 +40,34 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file another writer left (or this one closed) to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """Flush every file under `root`, then `root` itself (deepest first)."""
+    root = Path(root)
+    for p in sorted(root.rglob("*"), reverse=True):
+        if p.is_file():
+            fsync_file(p)
+    fsync_dir(root)
+
+
+def write_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` and fsync it (no rename: for files published later)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary, fsync, rename over `final`, fsync the directory: a crash
-    leaves the old file or the new one, whole."""
+    """Write `data` to a temporary, fsync, rename over `final`, fsync the directory."""
     tmp = tmp_name(final)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, data)
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):
@@ -44,8 +79,8 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(final, text.encode("utf-8"))
 
 
-def write_json_atomic(final: str | os.PathLike, obj) -> None:
-    write_text_atomic(final, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json_atomic(final: str | os.PathLike, obj, indent: int = 2) -> None:
+    write_text_atomic(final, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
 def remove_stale_tmps(pattern: str) -> list[str]:
@@ -55,7 +90,7 @@ def remove_stale_tmps(pattern: str) -> list[str]:
     for path in glob.glob(glob.escape(pattern) + "*.tmp-*"):
         tail = path.rsplit(".tmp-", 1)[1]
         h, _, pid = tail.rpartition("-")
-        if h != host or not pid.isdigit() or _alive(int(pid)):
+        if h != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             os.unlink(path)
@@ -63,16 +98,6 @@ def remove_stale_tmps(pattern: str) -> list[str]:
         except OSError:
             pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ensure_parent(path: str | os.PathLike) -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from alia_train.config.schema import ModelConfig
-from alia_train.training.flops import mfu, training_flops_per_token
+from alia_train.model.flops import mfu, training_flops_per_token
 
 
 def test_flops_per_token_hand_count():

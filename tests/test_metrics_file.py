@@ -1,4 +1,5 @@
-"""metrics.jsonl as the report reads it: one record per (kind, step), resumes resolved."""
+"""metrics.jsonl as everything reads it (alia_train.metrics_file): one record per (kind, step),
+resumes resolved; the resume rewrite (training/metrics.py) parses its lines the same way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 
 from report.synthetic import records, train_record, valid_record
 
-from alia_train.report.records import parse_lines, read_records
+from alia_train.metrics_file import parse_lines, read_records
+from alia_train.training.metrics import drop_records_after
 
 
 def lines(recs):
@@ -76,3 +78,19 @@ def test_launch_records_mark_where_a_resume_started():
     assert [r["step"] for r in recs.train] == [2, 4, 6, 8, 10, 15, 20]
     assert [r["step"] for r in recs.valid] == [6]
     assert recs.launches == 2 and recs.replaced == 3
+
+
+def test_the_resume_rewrite_reads_lines_as_the_reader_does(tmp_path):
+    # A glued line (half a record, then a whole one), a whole last record without its newline,
+    # and lines that are not records at all.
+    partial = '{"kind": "train", "step": 8, "loss": 5.1'
+    text = ("".join(lines(records(1, 6))) + partial + json.dumps(train_record(8)) + "\n"
+            + "not json\n" + '{"kind": "train"}\n' + json.dumps(train_record(10)))
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(text)
+    before = read_records(path)
+    assert [r["step"] for r in before.train] == [2, 4, 6, 8, 10]
+    assert drop_records_after(path, 8) == 1  # step 10
+    after = read_records(path)
+    assert after.train == before.train[:-1] and after.valid == before.valid
+    assert all(json.loads(line) for line in path.read_text().splitlines())  # damaged lines gone
