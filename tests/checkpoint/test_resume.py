@@ -108,7 +108,8 @@ def _kill_restart(tmp_path: Path, cache: Path, kill_step: int, nproc: int = 1, e
     return train_losses(run_dir), text
 
 
-@pytest.mark.parametrize("kill_step", sorted(RNG.sample(range(2, STEPS - 1), 2)))
+# One random kill point per run (the seed is printed; every CI run draws another one).
+@pytest.mark.parametrize("kill_step", [RNG.randrange(2, STEPS - 1)])
 def test_sigkill_then_restart_is_exact(tmp_path, cache, reference, kill_step):
     losses, _ = _kill_restart(tmp_path, cache, kill_step)
     assert losses == reference  # bit for bit, every step
@@ -307,6 +308,22 @@ def test_disk_full_keeps_earlier_checkpoints(tmp_path, cache, reference_dir):
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_precision_change_needs_a_fresh_optimizer(tmp_path, cache, reference_dir):
+    """fp32 -> bf16 changes the local optimizer's state (fp32 main weights appear): resuming it
+    is refused in one line naming both ways out; the weights-only way works, and keeps the
+    other run's data position (its dataset is sized from that position, not from sample 0)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    text = finish(command(run_dir, cache, "train.precision=bf16", steps=STEPS + 2), tmp_path / "log.txt", expect=2)
+    assert "optimizer state was written by a fp32 run and this run trains in bf16" in text
+    assert "checkpoint.reset_optimizer=true" in text
+    stage = tmp_path / "stage"
+    text = finish(command(stage, cache, "train.precision=bf16", f"checkpoint.load={reference_dir}",
+                          "checkpoint.reset_optimizer=true", steps=4), tmp_path / "stage.txt")
+    assert f"at step 0 (consumed samples {8 * STEPS})" in text
+    assert sorted(train_losses(stage)) == [1, 2, 3, 4]
 
 
 def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, reference_dir):

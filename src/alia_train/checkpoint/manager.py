@@ -386,7 +386,29 @@ class CheckpointManager:
             "tokenizer": self.tokenizer_identity,
             "layout": _layout(),
             "layer_impl": self.layer_impl,
+            "optimizer_form": self._optimizer_form(),
         }
+
+    def _optimizer_form(self) -> dict:
+        """What shapes the optimizer state: bf16 keeps fp32 main weights beside the model's."""
+        from alia_train.config.derived import uses_bf16, uses_cuda
+
+        cuda = uses_cuda(self.cfg.train.device, torch.cuda.is_available())
+        return {"precision": "bf16" if uses_bf16(self.cfg.train.precision, cuda) else "fp32",
+                "distributed": bool(self.cfg.parallel.distributed_optimizer)}
+
+    def _optimizer_form_problem(self, saved: dict | None, path: Path) -> str | None:
+        """The local (non-distributed) optimizer's state differs in form between fp32 and bf16
+        runs (megatron cannot load one into the other); the distributed optimizer's does not."""
+        now = self._optimizer_form()
+        if not saved or saved.get("precision") == now["precision"]:
+            return None
+        if saved.get("distributed") and now["distributed"]:
+            return None
+        source_run = path.parent.parent if path.parent.name == "checkpoints" else path
+        return (f"checkpoint {path}: its optimizer state was written by a {saved.get('precision')} run and this "
+                f"run trains in {now['precision']}: set train.precision={saved.get('precision')}, or start a new "
+                f"run.dir with checkpoint.load={source_run} checkpoint.reset_optimizer=true (weights only)")
 
     # ---------------------------------------------------------------- loading
     def find_resume_candidates(self) -> tuple[list[Path], bool]:
@@ -462,6 +484,10 @@ class CheckpointManager:
             raise CheckpointMismatchError(
                 f"checkpoint {path} has another model architecture: " + "; ".join(diffs)
             )
+        if "scheduler" in common and (own or not self.cfg.checkpoint.reset_optimizer):
+            problem = self._optimizer_form_problem(common.get("optimizer_form"), path)
+            if problem:
+                raise CheckpointMismatchError(problem)
         has_position = (common.get("progress") or {}).get("consumed_samples", 0) > 0
         if has_position and (own or not self.cfg.checkpoint.reset_data):
             changes = position_changes(common.get("config_yaml"), self.cfg)

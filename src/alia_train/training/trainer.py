@@ -92,7 +92,12 @@ class Trainer:
         from alia_train.data.datasets import build_datasets
 
         tr = self.cfg.train
-        train_samples = tr.steps * tr.global_batch_size
+        # Enough samples from the resumed position to the last step. Normally steps x GBS (the
+        # dataset, and so its sample order, stays the same on every resume); more when the run
+        # kept another run's data position (checkpoint.load without reset_data) or GBS grew.
+        p = self.progress
+        remaining = max(tr.steps - p.step, 0) * tr.global_batch_size
+        train_samples = max(tr.steps * tr.global_batch_size, p.consumed_samples + remaining)
         evals = tr.steps // tr.eval_interval + 1 if tr.eval_interval else 0
         valid_samples = max(evals, 1) * tr.eval_iters * tr.global_batch_size
         data = build_datasets(self.cfg, self.tokenizer, train_samples=train_samples, valid_samples=valid_samples)
