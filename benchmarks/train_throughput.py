@@ -5,7 +5,8 @@
 
 Runs the given alia-train config for `--warmup` + `--steps` optimizer steps (one process,
 parallel.tp=pp=1) and reports tokens/s, TFLOP/s per GPU, MFU (FLOPs per token from
-alia_train.model.flops: 6*N_nonembed + 6*L*s*h + 6*h*V) and peak memory. In the same call it
+alia_train.model.flops: 6*N_nonembed + 6*L*s*h + 6*h*V; PaLM's MFU counts 12*L*s*h for the
+attention instead) and peak memory. In the same call it
 trains the same shape as `transformers.LlamaForCausalLM` (sdpa attention, bf16 weights, fused
 AdamW) on the same token batches (the micro-batches alia-train's data pipeline yields for those
 steps, with the same labels and loss mask) and reports the ratio. The two runs share the process, so
@@ -111,6 +112,7 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
     from alia_train.config import load_config
     from alia_train.model.build import uses_te
     from alia_train.model.flops import mfu, training_flops_per_token
+    from alia_train.model.flops import palm_flops_per_token as palm_flops_per_token_of
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.training.errors import RunError
     from alia_train.training.run import RunOptions, open_run
@@ -136,15 +138,18 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
     losses = [r.loss for r in results]
     tokens_per_sec = steps * tr.global_batch_size * tr.seq_length / elapsed
     flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab)
+    palm_flops_per_token = palm_flops_per_token_of(cfg.model, tr.seq_length, vocab)
     result = {
         "system": "alia-train",
         "layer_impl": "te" if uses_te(cfg, cuda) else "local+sdpa",
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": mfu(tokens_per_sec, flops_per_token, cfg.cluster.peak_tflops),
+        "mfu_palm": mfu(tokens_per_sec, palm_flops_per_token, cfg.cluster.peak_tflops),
         "peak_mem_gb": peak_gb,
         "last_loss": losses[-1],
         "flops_per_token": flops_per_token,
+        "palm_flops_per_token": palm_flops_per_token,
         "shape": {"layers": cfg.model.num_layers, "hidden": cfg.model.hidden_size, "seq": tr.seq_length,
                   "micro_batch": tr.micro_batch_size, "global_batch": tr.global_batch_size, "vocab": vocab},
     }
@@ -156,7 +161,7 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
 
 
 def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps: int, warmup: int,
-             flops_per_token: float, peak_tflops: float) -> dict:
+             flops_per_token: float, peak_tflops: float, palm_flops_per_token: float) -> dict:
     import torch
     import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -211,6 +216,7 @@ def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": tokens_per_sec * flops_per_token / (peak_tflops * 1e12),
+        "mfu_palm": tokens_per_sec * palm_flops_per_token / (peak_tflops * 1e12),
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
     }
 
@@ -241,12 +247,13 @@ def main() -> int:
         cluster = load_config(overrides).cluster
         model_overrides = [o for o in overrides if o.startswith(("+model=", "model."))]
         rows.append(bench_hf(alia["shape"], model_overrides, batches, args.steps, args.warmup,
-                             alia["flops_per_token"], cluster.peak_tflops))
+                             alia["flops_per_token"], cluster.peak_tflops, alia["palm_flops_per_token"]))
     print(f"device: {device}; shape: {alia['shape']}; {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'system':52s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'peak GB':>8s}")
+    print(f"{'system':52s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'PaLM MFU':>9s} {'peak GB':>8s}")
     for r in rows:
         mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
-        print(f"{r['system'][:52]:52s} {r['tokens_per_sec']:10,.0f} {r['tflops_per_gpu']:8.1f} {100 * r['mfu']:5.1f}% {mem:>8s}")
+        print(f"{r['system'][:52]:52s} {r['tokens_per_sec']:10,.0f} {r['tflops_per_gpu']:8.1f} {100 * r['mfu']:5.1f}%"
+              f" {100 * r['mfu_palm']:8.1f}% {mem:>8s}")
     if len(rows) == 2:
         print(f"alia-train / transformers tokens/s ratio: {rows[0]['tokens_per_sec'] / rows[1]['tokens_per_sec']:.2f}")
     if args.json:

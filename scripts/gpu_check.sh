@@ -5,9 +5,13 @@
 #
 # 1. installs what the machine lacks from wheels carried in .whl/ (if that folder exists),
 # 2. runs the tests marked `gpu` (NCCL, bf16 vs fp32 numerics, SDPA on a fused kernel, a short run),
-# 3. trains salamandra_2b (full size, seq 4096, local layers, bf16) for 30 steps and reports
-#    tokens/s, MFU and peak memory, next to alia-plan's memory estimate for the same run.
-# Figures go to stdout and OUT_DIR (default: gpu_check_out/).
+# 3. benchmarks/train_levers.py: salamandra_2b (full size, local layers, bf16) at seq 4096 and
+#    8192 with every speed lever on, next to transformers' LlamaForCausalLM, then each lever off
+#    in turn at seq 4096; tokens/s, MFU (ours and PaLM's) and peak memory; at most
+#    LEVERS_BUDGET_S seconds (default 330), the runs that did not fit are listed;
+# 4. alia-plan's memory estimate for the seq 4096 run.
+# Figures go to stdout and OUT_DIR (default: gpu_check_out/): gpu_tests.log, levers.log,
+# levers.json, levers.md (rows for docs/performance.md), plan.log.
 #
 # Wheels: megatron-core, hydra-core, omegaconf and antlr4-python3-runtime are what a bare
 # PyTorch GPU image usually lacks; fetch them elsewhere with
@@ -30,13 +34,13 @@ status=0
 echo "== tests marked gpu"
 "$py" -m pytest -m gpu tests/gpu -q -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log" || status=1
 
-echo "== salamandra_2b, seq 4096, 30 steps (3 warm-up), local layers, bf16"
+echo "== salamandra_2b, every lever on and each one off (benchmarks/train_levers.py)"
+"$py" benchmarks/train_levers.py --out "$out" --budget-s "${LEVERS_BUDGET_S:-330}" || status=1
+
 shape=(+model=salamandra_2b train.seq_length=4096 train.micro_batch_size=1 train.global_batch_size=8
        parallel.distributed_optimizer=false train.recompute=none model.layer_impl=local)
-"$py" benchmarks/train_throughput.py "${shape[@]}" --random-tokens --steps 27 --warmup 3 \
-    --json "$out/salamandra_2b_4k.json" 2>&1 | tee "$out/throughput.log" || status=1
 
-echo "== alia-plan's estimate for the same run (one GPU)"
+echo "== alia-plan's estimate for the seq 4096 run (one GPU)"
 "$py" -m alia_train.cli.plan "${shape[@]}" cluster.nodes=1 cluster.gpus_per_node=1 \
     cluster.gpu_memory_gb="$("$py" -c 'import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))')" \
     2>&1 | tee "$out/plan.log"

@@ -45,7 +45,33 @@ def test_recipes(name, expect):
     assert (t.global_batch_size, t.seq_length, t.micro_batch_size, t.seed) == (expect["gbs"], expect["seq"], expect["mbs"], 1234)
     assert (p.tp, p.pp, p.sp, p.distributed_optimizer) == (expect["tp"], expect["pp"], expect["sp"], True)
     assert cfg.model.init_std == expect["std"]
-    assert t.recompute == "selective"
+    # alia-plan says every recipe fits without recompute; DP communication overlapped.
+    assert t.recompute == "none"
+    assert (p.overlap_grad_reduce, p.overlap_param_gather, p.align_param_gather) == (True, True, True)
+
+
+def test_long_context_stage_is_the_4k_recipe_at_32k():
+    """alia_40b_32k (reference: 32,768 tokens, CP 8, RoPE scaling 8, GBS 128) changes only
+    what the stage changes, and starts from a 4k checkpoint's weights alone."""
+    from dataclasses import asdict
+
+    # Same run name: the paths derived from it (run.dir, data.cache_dir) are then equal too.
+    base, long = (asdict(load_config([f"+model={name}", "run.name=stage"])) for name in ("alia_40b", "alia_40b_32k"))
+    changed = {
+        ("model", "name"): "alia_40b_32k",
+        ("model", "max_position_embeddings"): 32768,
+        ("model", "rope_scaling_factor"): 8.0,
+        ("train", "seq_length"): 32768,
+        ("train", "global_batch_size"): 128,
+        ("parallel", "cp"): 8,
+        ("checkpoint", "reset_optimizer"): True,
+        ("checkpoint", "reset_data"): True,
+    }
+    for (group, key), value in changed.items():
+        assert long[group].pop(key) == value, f"{group}.{key}"
+        base[group].pop(key)
+    assert long == base
+    assert long["checkpoint"]["load"] is None  # the user names the 4k run
 
 
 def test_overrides_and_paths_absolute(tmp_path, monkeypatch):
@@ -165,7 +191,7 @@ def test_choices_are_written_and_read_back_as_plain_strings(tmp_path):
     from alia_train.config.load import from_yaml
     from alia_train.config.schema import Recompute
 
-    cfg = load_config(["+model=alia_40b", "train.precision=bf16"])
+    cfg = load_config(["+model=alia_40b", "train.precision=bf16", "train.recompute=selective"])
     text = to_yaml(cfg)
     assert "  recompute: selective\n" in text and "  precision: bf16\n" in text
     (tmp_path / "config.yaml").write_text(text)

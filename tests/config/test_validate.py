@@ -19,9 +19,16 @@ def test_sequence_parallel_and_bf16_are_valid_on_cpu():
     assert problems(["parallel.tp=2", "parallel.sp=true", "train.precision=bf16"], world_size=2) == []
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_context_parallelism_needs_neither_gpus_nor_transformer_engine(cuda):
+    # The local layers' SDPA attention does CP (model/context_parallel.py), over gloo too.
+    overrides = ["parallel.cp=2", "parallel.tp=2", "parallel.sp=true", "train.precision=bf16"]
+    assert problems(overrides, world_size=4, cuda=cuda, te=False) == []
+
+
 def test_published_layouts_valid_on_their_clusters():
-    # 40B: TP4 PP2 on 256 nodes x 4 GPUs; 7B: TP4 on 128 x 4; 2B: TP1 on 64 x 4.
-    for name, world in (("alia_40b", 1024), ("salamandra_7b", 512), ("salamandra_2b", 256)):
+    # 40B: TP4 PP2 (32k stage: + CP8) on 256 nodes x 4 GPUs; 7B: TP4 on 128 x 4; 2B: TP1 on 64 x 4.
+    for name, world in (("alia_40b", 1024), ("alia_40b_32k", 1024), ("salamandra_7b", 512), ("salamandra_2b", 256)):
         cfg = load_config([f"+model={name}"])
         assert config_problems(cfg, world, cuda=True, te_available=False) == [], name
 
@@ -43,7 +50,7 @@ INVALID = [
     (["optim.lr=0"], 1, False, "optim.lr", "> 0"),
     (["optim.min_lr=1.0"], 1, False, "optim.min_lr", "min_lr <= lr"),
     (["train.seq_length=2048"], 1, False, "train.seq_length", "max_position_embeddings"),
-    (["parallel.cp=2"], 2, False, "parallel.cp", "needs GPUs"),
+    (["parallel.cp=2", "train.seq_length=126"], 2, False, "train.seq_length", "2 x parallel.cp = 4"),
     (["parallel.overlap_param_gather=true"], 1, False, "parallel.overlap_param_gather", "distributed_optimizer"),
     (["parallel.pp=2", "parallel.vpp=2", "train.global_batch_size=12"], 2, False, "train.global_batch_size", "divisible by parallel.pp"),
 ]

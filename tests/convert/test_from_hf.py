@@ -72,6 +72,32 @@ def test_alia_train_loads_it_at_tp2(layouts, hf_source):
     assert diff < 1e-4
 
 
+@pytest.mark.parametrize("key", ["rope_parameters", "rope_scaling"])
+def test_linear_rope_scaling_maps_to_the_scaling_factor(hf_source, tmp_path, key):
+    """Linear RoPE scaling, written as transformers 5 (rope_parameters) or 4 (rope_scaling)
+    does, is model.rope_scaling_factor: a config without it is refused, and the checkpoint
+    exports the same scaling again."""
+    from alia_train.convert.hf_config import model_config_from_yaml
+
+    scaling = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    src = _edit_config(hf_source, tmp_path / "scaled", **{key: scaling})
+    _refused(src, tmp_path / "plain", r"rope_scaling.factor is 2.0 but model.rope_scaling_factor is 1.0")
+    ckpt = tmp_path / "ckpt"
+    import_from_hf(src, ckpt, ["+model=tiny", "model.rope_scaling_factor=2.0"], **QUIET)
+    assert model_config_from_yaml((ckpt / "config.yaml").read_text()).rope_scaling_factor == 2.0
+    back = export_to_hf(ckpt, tmp_path / "back", **QUIET).out_dir
+    rope = json.loads((back / "config.json").read_text())["rope_scaling"]
+    assert (rope["rope_type"], rope["factor"]) == ("linear", 2.0)
+
+
+def test_refuses_llama3_rope_scaling(hf_source, tmp_path):
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 128, "rope_theta": 10000.0}
+    bad = _edit_config(hf_source, tmp_path / "llama3", rope_parameters=llama3)
+    _refused(bad, tmp_path / "out", "rope scaling 'llama3' is not supported",
+             ["+model=tiny", "model.rope_scaling_factor=8.0"])
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -48,6 +48,30 @@ def test_logits_match_alia_train(name, layouts, exports):
     assert diff < 1e-4
 
 
+# Llama 3.1's frequency-wise scaling with the same factor: leaves the fast rotations alone.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("wrong", [None, LLAMA3_SCALING], ids=["no-scaling", "llama3"])
+def test_rope_scaling_must_be_linear(wrong, layouts, exports, tmp_path):
+    """The pp2 run trained with model.rope_scaling_factor=2 (megatron's position interpolation):
+    its export says linear scaling, and any other mapping gives transformers other logits, far
+    beyond the parity tolerance of test_logits_match_alia_train."""
+    import shutil
+
+    cfg = json.loads((exports["pp2"] / "config.json").read_text())
+    assert cfg["rope_scaling"] == {"type": "linear", "rope_type": "linear", "factor": 2.0}
+    other = tmp_path / "other"
+    shutil.copytree(exports["pp2"], other)
+    (other / "config.json").write_text(json.dumps({**cfg, "rope_scaling": wrong}))
+    ref = torch.load(layouts / "pp2" / "logits.pt")
+    logits = _hf_logits(other, ref["tokens"])
+    diff = (logits - ref["logits"][:, : logits.shape[-1]]).abs().max().item()
+    print(f"pp2 with rope_scaling {wrong and wrong['rope_type']}: max |logits diff| = {diff:.3g}")
+    assert diff > 30 * 1e-4  # measured ~1.3e-2 either way; the parity tolerance is 1e-4
+
+
 def test_config_and_files(exports):
     out = exports["tp1"]
     cfg = json.loads((out / "config.json").read_text())

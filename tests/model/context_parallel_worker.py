@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.overrides import TorchFunctionMode
 
 from alia_train.model.context_parallel import cp_attention, gather_sequence, split_for_cp_rank
 from alia_train.parallel import cpu_compat
@@ -47,16 +46,6 @@ def run_cp_attention(cp_group, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-class _NoPinnedMemory(TorchFunctionMode):
-    """megatron's RoPE slice asks for pinned memory, which needs a CUDA driver (see the report:
-    cpu_compat's mode has to drop `pin_memory` for CP to run on CPU)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        kwargs.pop("pin_memory", None)
-        return func(*args, **kwargs)
-
-
 def megatron_slices(cp_group) -> dict[str, torch.Tensor]:
     """megatron's own CP split of a RoPE table [s, 1, 1, dim] and of a batch [b, s]."""
     from megatron.core.models.common.embeddings.rope_utils import get_pos_emb_on_this_cp_rank
@@ -64,8 +53,8 @@ def megatron_slices(cp_group) -> dict[str, torch.Tensor]:
 
     positions = torch.arange(SEQ, dtype=torch.float32)
     rope_table = positions.view(SEQ, 1, 1, 1) * torch.ones(1, 1, 1, 8)
-    with _NoPinnedMemory():
-        rope = get_pos_emb_on_this_cp_rank(rope_table, 0, cp_group)
+    # Asks for pinned memory and a CUDA copy: cpu_compat's mode makes both CPU no-ops.
+    rope = get_pos_emb_on_this_cp_rank(rope_table, 0, cp_group)
     batch = {
         "tokens": positions.long().view(1, SEQ).repeat(BATCH, 1),
         "labels": positions.long().view(1, SEQ).repeat(BATCH, 1) + 1,

@@ -31,6 +31,14 @@ LAYOUTS = {
         "parallel.overlap_param_gather=true",
         f"optim.decay_steps={STEPS}",
     ],
+    # Interleaved pipeline with both overlaps: the schedule starts the (aligned) all-gathers.
+    "pp2_vpp2_overlap": [
+        "parallel.pp=2",
+        "parallel.vpp=2",
+        "parallel.distributed_optimizer=true",
+        "parallel.overlap_grad_reduce=true",
+        "parallel.overlap_param_gather=true",
+    ],
 }
 # The same run in bf16 (separate fp32 main weights, where a stale param shard shows), once
 # straight through and once stopped after step 5 (its final save comes right after

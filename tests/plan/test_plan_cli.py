@@ -44,3 +44,12 @@ def test_config_errors_exit_2(capsys):
     assert "parallel.tp" in capsys.readouterr().err
     assert main(["+model=nope"]) == EXIT_CONFIG
     assert main([*MN5_40B, "--mfu", "1.5"]) == EXIT_CONFIG
+
+
+def test_40b_32k_long_context_stage(capsys):
+    assert main(["+model=alia_40b_32k", "cluster=marenostrum5", "cluster.nodes=256"]) == EXIT_FITS
+    out = capsys.readouterr().out
+    assert "TP 4 x PP 2 x CP 8 x DP 16" in out
+    assert "128 sequences x 32,768 tokens = 4,194,304 tokens per step" in out
+    assert "of which K/V all-gathered over CP 8" in out
+    assert "fits in 64 GiB: yes" in out

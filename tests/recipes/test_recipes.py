@@ -3,7 +3,8 @@ parallelism, distributed optimizer, bf16 gradient reduce), its own recompute set
 on the number of processes that layout needs, over gloo on CPU.
 
 Only width, depth, vocabulary, sequence length, step count and the LR schedule are shrunk
-(the recipes warm up over 2,000 steps; 8 steps at that rate would not move the loss). The same
+(the recipes warm up over 2,000 steps; 8 steps at that rate would not move the loss), and a
+context-parallel layout to CP2 x TP2 x its PP (8 processes, not the 40B 32k stage's 64). The same
 launch also stops a copy of the run half-way and restarts it: the restart must continue exactly.
 A recipe added to configs/model/ is picked up here without editing this file.
 """
@@ -28,11 +29,26 @@ def recipes() -> list[str]:
     return sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml") if p.stem not in NOT_RECIPES)
 
 
+def recipe_spec(recipe: str) -> dict:
+    return yaml.safe_load((REPO / "configs" / "model" / f"{recipe}.yaml").read_text())
+
+
+def shrunk_layout(recipe: str) -> dict[str, int]:
+    """The recipe's TP / PP / CP, except that a context-parallel layout (CP 8 x TP 4 x PP 2 is 64
+    processes) keeps every split at its smallest: CP2 x TP2 x PP."""
+    par = recipe_spec(recipe).get("parallel", {})
+    tp, pp, cp = par.get("tp", 1), par.get("pp", 1), par.get("cp", 1)
+    if cp > 1:
+        tp, cp = min(tp, 2), 2
+    return {"tp": tp, "pp": pp, "cp": cp}
+
+
 def shrunk(recipe: str) -> tuple[list[str], int]:
     """Overrides that shrink `recipe` to CPU size, and the process count its layout needs."""
-    spec = yaml.safe_load((REPO / "configs" / "model" / f"{recipe}.yaml").read_text())
-    par, model, train = spec.get("parallel", {}), spec["model"], spec["train"]
-    tp, pp, cp = par.get("tp", 1), par.get("pp", 1), par.get("cp", 1)
+    spec = recipe_spec(recipe)
+    model, train = spec["model"], spec["train"]
+    layout = shrunk_layout(recipe)
+    tp, pp, cp = layout["tp"], layout["pp"], layout["cp"]
     model_parallel = tp * pp * cp
     dp = 2 if model_parallel == 1 else 1  # a single-GPU layout still exercises DP (and distopt) over 2
     heads = max(4, 2 * tp)
@@ -47,6 +63,8 @@ def shrunk(recipe: str) -> tuple[list[str], int]:
         f"model.num_attention_heads={heads}",
         f"model.num_query_groups={groups}",
         "model.vocab_size=null",  # the shipped sample tokenizer
+        f"parallel.tp={tp}",
+        f"parallel.cp={cp}",
         "train.precision=bf16",
         "train.seq_length=64",
         f"train.global_batch_size={mbs * dp * 4}",
@@ -81,8 +99,8 @@ def test_recipe_trains_shrunk_in_bf16(recipe, tmp_path):
     assert last < first - 0.05, f"{recipe}: loss did not fall: {losses}"
     # The run really used the recipe's flags, not defaults.
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    published = yaml.safe_load((REPO / "configs" / "model" / f"{recipe}.yaml").read_text())
-    for key, value in published.get("parallel", {}).items():
+    published = recipe_spec(recipe)
+    for key, value in {**published.get("parallel", {}), **shrunk_layout(recipe)}.items():
         assert saved["parallel"][key] == value, f"parallel.{key}"
     assert saved["train"]["recompute"] == published["train"].get("recompute", "none")
     assert saved["train"]["precision"] == "bf16"

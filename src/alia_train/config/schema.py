@@ -46,6 +46,11 @@ class Recompute(StrEnum):
     full = "full"
 
 
+class LossImpl(StrEnum):
+    plain = "plain"
+    chunked = "chunked"
+
+
 class OnNonfinite(StrEnum):
     stop = "stop"
     skip = "skip"
@@ -105,6 +110,9 @@ class ParallelConfig:
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
+    # With overlap_param_gather and an interleaved schedule (vpp): every pipeline stage starts
+    # its parameter all-gathers together (Megatron-LM's default); ignored otherwise.
+    align_param_gather: bool = True
     # Reduce gradients in bf16 (the Salamandra recipe) instead of fp32.
     grad_reduce_in_bf16: bool = False
 
@@ -123,6 +131,9 @@ class OptimConfig:
     # Applied to weight matrices only; norms (and biases, if any) are not decayed.
     weight_decay: float = 0.1
     clip_grad: float = 1.0
+    # torch's fused AdamW kernel (one kernel for all parameters) instead of its foreach or
+    # per-parameter loops; used where megatron falls back to torch's AdamW (no apex / TE).
+    fused_adam: bool = True
 
 
 @dataclass
@@ -139,6 +150,11 @@ class TrainConfig:
     # "selective": the attention core only; "full": whole layers.
     recompute: Recompute = Recompute.none
     recompute_num_layers: int = 1
+    # Output layer + cross entropy: "plain" (megatron's, holds the logits of every token) or
+    # "chunked" (model/chunked_loss.py: loss_chunk_tokens rows of logits at a time, the
+    # backward recomputes them: less memory, one more output-layer matmul).
+    loss_impl: LossImpl = LossImpl.plain
+    loss_chunk_tokens: int = 1024
     # Evaluation on the validation split every eval_interval steps (0 = never), eval_iters
     # global batches each time.
     eval_interval: int = 0
@@ -148,6 +164,12 @@ class TrainConfig:
     # On a GPU, refuse to start a run that the memory planner says does not fit (alia-plan's
     # estimate, with suggested layouts). false: start anyway.
     check_memory: bool = True
+    # torch.compile each transformer layer (inductor; also on CPU). Off by default, as in
+    # Megatron-LM and torchtitan (opt-in there too); see docs/performance.md.
+    compile: bool = False
+    # megatron's compiled SwiGLU (bias_activation_fusion, no Transformer Engine needed), on GPU
+    # (Megatron-LM's default); CPU runs keep the plain activation, where compiling costs more.
+    fused_swiglu: bool = True
 
 
 @dataclass

@@ -56,6 +56,7 @@ def range_problems(cfg: Config) -> list[str]:
         "train.global_batch_size": tr.global_batch_size,
         "train.micro_batch_size": tr.micro_batch_size,
         "train.seq_length": tr.seq_length,
+        "train.loss_chunk_tokens": tr.loss_chunk_tokens,
         "logging.interval": cfg.logging.interval,
         "checkpoint.keep": cfg.checkpoint.keep,
     }
@@ -125,24 +126,21 @@ def sequence_problems(cfg: Config) -> list[str]:
 
 
 def device_problems(cfg: Config, cuda: bool, te_available: bool) -> list[str]:
-    """GPU-only features asked for where they cannot run. Sequence parallelism and bf16 run on
-    CPU too (slowly): the same megatron code paths as on GPU, so tests exercise the recipes'."""
-    par, tr, impl, p = cfg.parallel, cfg.train, cfg.model.layer_impl, []
+    """GPU-only features asked for where they cannot run. Sequence parallelism, context
+    parallelism and bf16 run on CPU too (slowly): the same megatron code paths as on GPU, so
+    tests exercise the recipes'. Context parallelism needs no Transformer Engine: the local
+    layers' SDPA attention does it (model/context_parallel.py), TE layers use TE's own."""
+    tr, impl, p = cfg.train, cfg.model.layer_impl, []
     wants_cuda = uses_cuda(tr.device, cuda)
     if tr.device == Device.cuda and not cuda:
         p.append("train.device: 'cuda' requested but no CUDA GPU is visible; use train.device=auto or cpu")
-    if not wants_cuda:
-        if par.cp > 1:
-            p.append("parallel.cp: context parallelism needs GPUs; set parallel.cp=1")
-        if impl == LayerImpl.te:
-            p.append("model.layer_impl: Transformer Engine layers need a GPU; use model.layer_impl=auto or local")
+    if not wants_cuda and impl == LayerImpl.te:
+        p.append("model.layer_impl: Transformer Engine layers need a GPU; use model.layer_impl=auto or local")
     if impl == LayerImpl.te and not te_available:
         p.append(
             "model.layer_impl: 'te' requested but transformer_engine is not importable; "
             "install the [te] extra or use model.layer_impl=auto"
         )
-    if par.cp > 1 and wants_cuda and not te_available:
-        p.append("parallel.cp: context parallelism needs Transformer Engine attention; install the [te] extra")
     return p
 
 

@@ -46,7 +46,10 @@ def _none_if_negative(i: int) -> int | None:
 def llama_config(m: ModelConfig, vocab_size: int, special: SpecialTokens, dtype: torch.dtype) -> dict:
     rope_scaling = None
     if m.rope_scaling_factor != 1.0:
-        # megatron's seq_len_interpolation_factor divides positions: HF's "linear" scaling.
+        # model/build.py passes the factor as megatron's seq_len_interpolation_factor, which
+        # divides the positions (RotaryEmbedding.get_freqs_non_repeated): HF's "linear" scaling,
+        # inv_freq / factor. Not megatron's rope_scaling (Llama 3.x per-frequency, HF "llama3"),
+        # which build.py never enables; tests/convert checks the logits both ways.
         rope_scaling = {"type": "linear", "rope_type": "linear", "factor": float(m.rope_scaling_factor)}
     return {
         "architectures": ["LlamaForCausalLM"],

@@ -9,7 +9,9 @@ from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.module import Float16Module
 
 from alia_train.config.derived import virtual_pipeline_size
-from alia_train.config.schema import Config, Recompute
+from alia_train.config.schema import Config, LossImpl, Recompute
+from alia_train.model.chunked_loss import ChunkedLossGPTModel
+from alia_train.model.compile import compile_layers
 from alia_train.model.init import initialize_weights
 from alia_train.model.params import padded_vocab_size
 from alia_train.model.spec import TE, block_spec, resolve_layer_impl, transformer_engine_available
@@ -57,9 +59,11 @@ def transformer_config(cfg: Config, dtype: torch.dtype, cuda: bool) -> Transform
         bf16=dtype == torch.bfloat16,
         pipeline_dtype=dtype,
         autocast_dtype=dtype,
-        bias_activation_fusion=False,
+        # megatron's torch.compile'd SwiGLU; on CPU compiling it costs more than it saves.
+        bias_activation_fusion=tr.fused_swiglu and cuda,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
+        # megatron's fused RoPE is Transformer Engine's kernel; without TE, train.compile fuses it.
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
@@ -88,8 +92,11 @@ def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.
     vocab = padded_vocab_size(vocab_size, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
     vpp = tcfg.virtual_pipeline_model_parallel_size or 1
     chunks = []
+    model_cls, loss_kwargs = GPTModel, {}
+    if cfg.train.loss_impl == LossImpl.chunked:
+        model_cls, loss_kwargs = ChunkedLossGPTModel, {"loss_chunk_tokens": cfg.train.loss_chunk_tokens}
     for vp_stage in range(vpp):
-        chunk = GPTModel(
+        chunk = model_cls(
             config=tcfg,
             transformer_layer_spec=block_spec(impl, tcfg, vp_stage if vpp > 1 else None),
             vocab_size=vocab,
@@ -104,9 +111,12 @@ def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.
                 cfg.model.rope_scaling_factor if cfg.model.rope_scaling_factor != 1.0 else None
             ),
             vp_stage=vp_stage if vpp > 1 else None,
+            **loss_kwargs,
         )
         chunks.append(chunk.to(device))
     initialize_weights(chunks, cfg.model, cfg.train.seed)
     if tcfg.bf16:
         chunks = [Float16Module(tcfg, chunk) for chunk in chunks]
+    if cfg.train.compile:
+        compile_layers(chunks)
     return chunks

@@ -7,6 +7,12 @@ Counted as model FLOPs (recompute not included, as in the PaLM / Megatron MFU de
   + 6 * h * V         the output (logits) layer
 The input embedding is a lookup and costs no matmul FLOPs. Norm weights are counted in
 N_nonembed (negligible).
+
+This is Megatron-LM's convention (causal attention halved). PaLM's (appendix B of the PaLM
+paper; torchtitan and Nanotron report it) counts the full s x s attention:
+  6 * (N_nonembed + h * V) + 12 * L * s * h
+so the same run has a higher PaLM MFU; both are reported (mfu, mfu_palm) to compare with
+either kind of anchor.
 """
 
 from __future__ import annotations
@@ -29,3 +35,8 @@ def training_flops_per_token(m: ModelConfig, seq_length: int, vocab_size: int) -
 
 def mfu(tokens_per_sec_per_gpu: float, flops_per_token: float, peak_tflops: float) -> float:
     return tokens_per_sec_per_gpu * flops_per_token / (peak_tflops * 1e12)
+
+
+def palm_flops_per_token(m: ModelConfig, seq_length: int, vocab_size: int) -> float:
+    """PaLM's count: attention not halved by causality (12·L·s·h instead of 6·L·s·h)."""
+    return training_flops_per_token(m, seq_length, vocab_size) + attention_flops_per_token(m, seq_length)

@@ -5,6 +5,8 @@ list of spots, all redirected here and nowhere else:
 
 * tensors created on / moved to "cuda" (`device="cuda"`, `device=torch.cuda.current_device()`,
   `.cuda()`): a TorchFunctionMode rewrites any CUDA device argument to the CPU;
+* pinned host memory (`pin_memory=True`, as in megatron's CP slice of the RoPE table) needs a
+  CUDA driver: the same mode drops the argument;
 * `torch.cuda.current_device()` returns 0 (so code that builds a device from it works, and the
   mode above maps that device to the CPU);
 * the CUDA RNG state tracker (`get/set_rng_state`, `manual_seed`, the tracker's fork) runs on
@@ -46,12 +48,14 @@ def _is_cuda_device(device) -> bool:
 
 
 class _CudaToCpuMode(TorchFunctionMode):
-    """Rewrites CUDA device arguments of every torch call to the CPU."""
+    """Rewrites CUDA device arguments of every torch call to the CPU, and drops requests for
+    pinned memory (a staging area for host-to-GPU copies, which a CPU run has no use for)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if "device" in kwargs and _is_cuda_device(kwargs["device"]):
             kwargs["device"] = "cpu"
+        kwargs.pop("pin_memory", None)
         if func in (torch.Tensor.cuda,):
             return args[0]
         if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
@@ -149,6 +153,12 @@ class _NullEvent:
         return 0.0
 
 
+def _no_device_properties(*args, **kwargs):
+    # Raised as torch raises it without a GPU: callers that probe (inductor's compile cache
+    # key, torch.compile on CPU) catch RuntimeError and carry on.
+    raise RuntimeError("no CUDA device: this is a CPU run")
+
+
 def _patch_torch_cuda() -> None:
     cuda = torch.cuda
     cuda.current_device = lambda: 0
@@ -168,7 +178,7 @@ def _patch_torch_cuda() -> None:
     cuda.set_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
     cuda.manual_seed = lambda seed: None  # the CPU generator is seeded by torch.manual_seed
     cuda.manual_seed_all = lambda seed: None
-    cuda.get_device_properties = lambda *a, **k: None
+    cuda.get_device_properties = _no_device_properties
     cuda.get_device_capability = lambda *a, **k: (0, 0)
 
 

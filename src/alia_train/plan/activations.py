@@ -25,7 +25,18 @@ activations while it is recomputed in the backward pass.
 
 Pipeline parallelism (1F1B): stage i holds min(pp - i, micro-batches) micro-batches in flight,
 so the first stage holds pp of them; the interleaved schedule multiplies the first stage's
-activations by (1 + (pp - 1) / (pp * vpp)). Context parallelism splits s over cp ranks.
+activations by (1 + (pp - 1) / (pp * vpp)).
+
+Context parallelism (CP, model/context_parallel.py) splits s over cp ranks: every term above
+uses the local s / cp. The core attention all-gathers K and V over the CP group, so a rank also
+holds the *whole* sequence's K and V of its KV heads: 4r · s_full·b·h / t bytes per layer
+(4r·cp · sbh / t with the local s; 1 · sbh / t at the 40B's r = 1/8 and CP 8, next to the
+36.5 · sbh / t a layer keeps with selective recompute). Without recompute the core attention saves them for its backward in place of
+the local k, v. With selective recompute (megatron checkpoints the core attention, gather
+included) only the local q, k, v are kept and the gather is redone in the backward pass: the
+gathered K/V and their full-sequence gradient (before the reduce-scatter) are then one layer's
+working memory (cp_working_bytes), not a per-layer cost. Transformer Engine's CP
+(p2p ring by default) holds less than this; the planner counts the all-gather, the upper bound.
 """
 
 from __future__ import annotations
@@ -51,22 +62,54 @@ def layer_bytes(m: ModelConfig, lay: Layout, recompute: str, scores_stored: bool
     recompute 'none' or 'selective' (full recompute is a stage-level matter: stage_bytes)."""
     t = lay.tp
     sbh = _sbh(m, lay)
-    s, b, a = lay.seq_length / lay.cp, lay.micro_batch_size, m.num_attention_heads
-    r = m.num_query_groups / m.num_attention_heads
     ffn = m.ffn_hidden_size / m.hidden_size
     unit = _elem_bytes(lay) / 2  # the coefficients below are in bytes of bf16
 
     sequence_region = 8 * sbh / (t if lay.sp else 1)
-    qkv = (2 + 4 * r) * sbh / t
     out_proj_input = 2 * sbh / t
     mlp = 8 * ffn * sbh / t
-    total = (sequence_region + qkv + out_proj_input + mlp) * unit
+    return (sequence_region + out_proj_input + mlp) * unit + core_attention_bytes(m, lay, recompute, scores_stored)
+
+
+def core_attention_bytes(m: ModelConfig, lay: Layout, recompute: str, scores_stored: bool = False) -> float:
+    """What one layer keeps for the core attention's backward, per micro-batch: q, k, v (with
+    recompute the checkpoint's local inputs; without, the K/V gathered over CP), and without
+    recompute its output, fp32 log-sum-exp and, if materialised, the scores."""
+    t = lay.tp
+    sbh = _sbh(m, lay)
+    s, b, a = lay.seq_length / lay.cp, lay.micro_batch_size, m.num_attention_heads
+    r = m.num_query_groups / m.num_attention_heads
+    unit = _elem_bytes(lay) / 2
+    kv_positions = lay.cp if recompute == "none" else 1  # sequences' worth of K/V per local one
+    total = (2 + 4 * r * kv_positions) * sbh / t * unit
     if recompute == "none":
-        core = 2 * sbh / t * unit + 4.0 * a / t * s * b  # output + fp32 log-sum-exp
-        if scores_stored:
-            core += 2 * a / t * s * s * b * unit
-        total += core
+        total += 2 * sbh / t * unit + 4.0 * a / t * s * b  # output + fp32 log-sum-exp
+        if scores_stored:  # local queries x all keys
+            total += 2 * a / t * s * (s * lay.cp) * b * unit
     return total
+
+
+def gathered_kv_bytes(m: ModelConfig, lay: Layout) -> float:
+    """One layer's all-gathered K and V (whole sequence, this rank's KV heads), one
+    micro-batch; 0 without CP, where K and V are the layer's own (counted in layer_bytes)."""
+    if lay.cp == 1:
+        return 0.0
+    r = m.num_query_groups / m.num_attention_heads
+    return 4 * r * lay.cp * _sbh(m, lay) / lay.tp * _elem_bytes(lay) / 2
+
+
+def cp_working_bytes(m: ModelConfig, lay: Layout, recompute: str) -> float:
+    """The CP gather's transient in one layer's backward: the full-sequence dK/dV before the
+    reduce-scatter, plus, when the core attention is recomputed, the re-gathered K/V."""
+    copies = 1 if recompute == "none" else 2
+    return copies * gathered_kv_bytes(m, lay)
+
+
+def gathered_kv_held_bytes(m: ModelConfig, lay: Layout, stage: int, recompute: str) -> float:
+    """The part of stage_bytes that is CP-gathered K/V (and their gradient) at the peak."""
+    kept_layers = {"none": (m.num_layers // lay.pp) * in_flight_microbatches(lay, stage),
+                   "full": max(1, min(lay.recompute_num_layers, m.num_layers // lay.pp))}
+    return kept_layers.get(recompute, 0) * gathered_kv_bytes(m, lay) + cp_working_bytes(m, lay, recompute)
 
 
 def layer_input_bytes(m: ModelConfig, lay: Layout) -> float:
@@ -86,13 +129,13 @@ def stage_bytes(m: ModelConfig, lay: Layout, stage: int, recompute: str, scores_
     """Activation bytes held by pipeline stage `stage` at its peak, excluding the logits."""
     layers = m.num_layers // lay.pp
     flight = in_flight_microbatches(lay, stage)
+    working = cp_working_bytes(m, lay, recompute)
     if recompute != "full":
-        return layers * flight * layer_bytes(m, lay, recompute, scores_stored)
+        return layers * flight * layer_bytes(m, lay, recompute, scores_stored) + working
     chunk = max(1, min(lay.recompute_num_layers, layers))
     chunks = -(-layers // chunk)
     kept = chunks * flight * layer_input_bytes(m, lay)
-    working = chunk * layer_bytes(m, lay, "none", scores_stored)
-    return kept + working
+    return kept + chunk * layer_bytes(m, lay, "none", scores_stored) + working
 
 
 def head_input_bytes(m: ModelConfig, lay: Layout) -> float:

@@ -16,6 +16,9 @@ replicated), plus the input embedding on the first stage and the output layer an
 the last, both split over TP with the vocabulary padded to a multiple of
 make_vocab_size_divisible_by x TP. Activations: see activations.py.
 
+Context parallelism splits the activations (the sequence) over CP and adds the K/V each
+rank all-gathers (activations.py); the optimizer state shards over DP x CP.
+
 Beyond what torch allocates: a fixed FIXED_OVERHEAD_GIB for the CUDA context, NCCL's buffers for
 the TP / PP / DP communicators and cuBLAS / Transformer Engine workspaces, and ALLOCATOR_SLACK of
 the allocated peak for the caching allocator's fragmentation. Capacities (cluster.gpu_memory_gb)
@@ -52,6 +55,7 @@ class StageMemory:
     activations: float  # with the configured recompute, all micro-batches in flight
     head: float  # last stage: final-norm / output-layer inputs
     logits: float  # last stage: logits and their gradient (one micro-batch)
+    gathered_kv: float = 0.0  # of `activations`: K/V all-gathered over CP (0 without CP)
     # Alternatives the report shows next to the configured choice.
     activations_by_recompute: dict[str, float] = field(default_factory=dict)
     optimizer_distributed: float = 0.0  # master + Adam with the distributed optimizer
@@ -110,6 +114,7 @@ def stage_memory(m: ModelConfig, padded_vocab: int, lay: Layout, stage: int) -> 
         adam=n * 8 / opt_shards,
         step_transient=n * transient_b / opt_shards,
         activations=acts[lay.recompute],
+        gathered_kv=activations.gathered_kv_held_bytes(m, lay, stage, lay.recompute),
         head=activations.head_input_bytes(m, lay) if last else 0.0,
         logits=activations.logits_bytes(lay, padded_vocab) if last else 0.0,
         activations_by_recompute=acts,

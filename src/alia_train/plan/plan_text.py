@@ -30,6 +30,8 @@ def _memory_table(plan: RunPlan) -> list[str]:
     lines.append(_row(f"Adam m + v, fp32 ({shard})", [_gib(s.adam) for s in st]))
     lines.append(_row(f"activations ({lay.recompute} recompute)", [_gib(s.activations) for s in st]))
     lines.append(_row("  micro-batches in flight (1F1B)", [f"{in_flight_microbatches(lay, s.stage):g}" for s in st]))
+    if lay.cp > 1:
+        lines.append(_row(f"  of which K/V all-gathered over CP {lay.cp}", [_gib(s.gathered_kv) for s in st]))
     lines.append(_row("output-layer inputs", [_gib(s.head) for s in st]))
     lines.append(_row("logits + gradient (fp32, one micro-batch)", [_gib(s.logits) for s in st]))
     if any(s.step_transient > s.activations + s.head + s.logits for s in st):

@@ -1,5 +1,6 @@
 """What to change when a run does not fit: hints in words from the peak's largest parts, and
-concrete layouts (as Hydra overrides) found by searching TP, PP, recompute and micro batch."""
+concrete layouts (as Hydra overrides) found by searching TP, PP, CP (long sequences), recompute
+and micro batch."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from alia_train.plan.parallel_layout import Layout, layout_from_config
 # is an estimate.
 MIN_HEADROOM = 0.10
 MAX_PP = 16
+MAX_CP = 16
+# CP is offered only while each rank keeps at least this many tokens: below, the K/V all-gather
+# and the per-chunk kernels cost more than the activations CP saves.
+MIN_TOKENS_PER_CP_RANK = 4096
 MAX_SUGGESTIONS = 3
 
 
@@ -41,6 +46,13 @@ def hints(peak: StageMemory, lay: Layout) -> list[str]:
             f"a smaller train.micro_batch_size (now {lay.micro_batch_size}) shrinks activations and "
             "logits proportionally"
         )
+    more_cp = 2 * lay.cp
+    if more_cp <= MAX_CP and lay.seq_length // more_cp >= MIN_TOKENS_PER_CP_RANK:
+        out.append(
+            f"parallel.cp={more_cp} splits each {lay.seq_length:,}-token sequence over {more_cp} GPUs "
+            "(context parallelism): halves the activations and logits per GPU, plus the K/V "
+            "each rank gathers"
+        )
     if lay.tp > 1 and not lay.sp:
         out.append("parallel.sp=true splits the norm and residual activations over TP as well")
     if peak.logits > 0.1 * peak.total:
@@ -60,6 +72,7 @@ def _overrides(base: Layout, new: Layout) -> list[str]:
         ("parallel.tp", "tp"),
         ("parallel.pp", "pp"),
         ("parallel.vpp", "vpp"),
+        ("parallel.cp", "cp"),
         ("parallel.sp", "sp"),
         ("parallel.distributed_optimizer", "distributed_optimizer"),
         ("train.recompute", "recompute"),
@@ -79,9 +92,19 @@ def _overrides(base: Layout, new: Layout) -> list[str]:
     return out
 
 
+def _context_parallel_sizes(base: Layout) -> list[int]:
+    """The configured CP, and the powers of two that leave every rank a long enough share."""
+    sizes = {base.cp}
+    cp = 2
+    while cp <= MAX_CP and base.seq_length // cp >= MIN_TOKENS_PER_CP_RANK:
+        sizes.add(cp)
+        cp *= 2
+    return sorted(sizes)
+
+
 def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib: float) -> list[str]:
     """Up to MAX_SUGGESTIONS override sets that fit, cheapest first: no full recompute, the
-    least model parallelism (TP before PP), the largest micro batch, the fewest changes."""
+    least model parallelism (TP before PP before CP), the largest micro batch, the fewest changes."""
     m = cfg.model
     base = layout_from_config(cfg, world_size)
     gpn = max(1, cfg.cluster.gpus_per_node)
@@ -92,11 +115,11 @@ def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib:
     mbss = sorted({base.micro_batch_size // 2**k for k in range(8) if base.micro_batch_size // 2**k >= 1}, reverse=True)
 
     found: list[tuple[tuple, list[str], float]] = []
-    for tp, pp, rec, mbs in itertools.product(tps, pps, recomputes, mbss):
+    for tp, pp, cp, rec, mbs in itertools.product(tps, pps, _context_parallel_sizes(base), recomputes, mbss):
         # Keep the configured interleaving where this pipeline depth allows it.
         vpp = base.vpp if base.vpp > 1 and not pipeline_split_problems(m, pp, base.vpp) else 1
         lay = replace(
-            base, tp=tp, pp=pp, vpp=vpp, sp=tp > 1, distributed_optimizer=True,
+            base, tp=tp, pp=pp, cp=cp, vpp=vpp, sp=tp > 1, distributed_optimizer=True,
             recompute=rec, micro_batch_size=mbs,
         )
         if layout_problems(m, lay.split):  # the validator's rules, as for the configured layout
@@ -107,7 +130,7 @@ def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib:
             continue
         changes = _overrides(base, lay)
         tight = peak > (1 - MIN_HEADROOM) * capacity_gib * GIB
-        key = (tight, rec == "full", tp * pp, pp, -mbs, len(changes))
+        key = (tight, rec == "full", tp * pp * cp, pp, cp, -mbs, len(changes))
         found.append((key, changes, peak))
     found.sort(key=lambda f: f[0])
     return [f"{' '.join(changes)}  (peak {peak / GIB:.1f} GiB)" for _, changes, peak in found[:MAX_SUGGESTIONS]]

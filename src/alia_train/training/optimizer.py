@@ -16,9 +16,12 @@ def wrap_ddp(cfg: Config, chunks: list[torch.nn.Module], dtype: torch.dtype) -> 
         grad_reduce_in_fp32=not (dtype == torch.bfloat16 and par.grad_reduce_in_bf16),
         overlap_grad_reduce=par.overlap_grad_reduce,
         overlap_param_gather=par.overlap_param_gather,
+        # As Megatron-LM: aligned all-gathers need the interleaved schedule, which dispatches them.
+        align_param_gather=par.overlap_param_gather and par.align_param_gather and len(chunks) > 1,
         use_distributed_optimizer=par.distributed_optimizer,
         check_for_nan_in_grad=False,  # checked in the train step, with a clear message
-        bucket_size=None if not par.overlap_grad_reduce else 40_000_000,
+        # None: megatron's default, max(40M, 1M x DP) parameters per bucket with overlap on.
+        bucket_size=None,
     )
     tcfg = chunks[0].config
     return [
@@ -46,6 +49,8 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
     )
     # megatron's default groups put 1-D parameters (the RMSNorm weights) at weight decay 0.
     optimizer = get_megatron_optimizer(ocfg, model)
+    if opt.fused_adam:
+        use_fused_adam(optimizer)
     init_optimizer_state(optimizer)
     decay_steps = opt.decay_steps or cfg.train.steps
     scheduler = OptimizerParamScheduler(
@@ -73,10 +78,39 @@ def attach_schedule_hooks(model: list[DistributedDataParallel], optimizer) -> No
     if model[0].ddp_config.overlap_grad_reduce:
         sync = [m.start_grad_sync for m in model]
         config.grad_sync_func = sync[0] if len(sync) == 1 else sync
-    if model[0].ddp_config.overlap_param_gather:
+    if model[0].ddp_config.align_param_gather:
         psync = [m.start_param_sync for m in model]
         config.param_sync_func = psync[0] if len(psync) == 1 else psync
     config.finalize_model_grads_func = finalize_model_grads
+
+
+def _torch_adams(optimizer) -> list[torch.optim.Adam]:
+    """The torch Adam/AdamW inside megatron's optimizer (none when it uses apex's or Transformer
+    Engine's FusedAdam, which are fused already; none on a rank without parameters)."""
+    inner = [getattr(o, "optimizer", None) for o in getattr(optimizer, "chained_optimizers", [optimizer])]
+    return [o for o in inner if isinstance(o, torch.optim.Adam)]
+
+
+@torch.no_grad()
+def _make_fused(adam: torch.optim.Adam) -> None:
+    """One fused kernel per step. A loaded state dict brings its own group settings (and a CPU
+    `step`), so this runs again after every load_state_dict."""
+    adam.defaults.update(fused=True, foreach=False)
+    for group in adam.param_groups:
+        group.update(fused=True, foreach=False)
+        for p in group["params"]:
+            state = adam.state.get(p, {})
+            if "step" in state:  # fused kernels read `step` as an fp32 tensor on the param's device
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+
+
+def use_fused_adam(optimizer) -> None:
+    """megatron-core without apex / Transformer Engine falls back to torch's AdamW with its
+    default implementation (foreach on GPU, a loop per parameter on CPU) and no way to ask for
+    torch's fused one; switch its param groups to `fused=True` (optim.fused_adam)."""
+    for adam in _torch_adams(optimizer):
+        _make_fused(adam)
+        adam.register_load_state_dict_post_hook(_make_fused)
 
 
 @torch.no_grad()

@@ -104,7 +104,7 @@ def _announce(cfg: Config, launch: LaunchEnv, rt) -> None:
         return
     par = cfg.parallel
     print(f"[alia-train] run dir {cfg.run.dir}; {launch.world_size} process(es) "
-          f"({launch.source}), tp={par.tp} pp={par.pp} "
+          f"({launch.source}), tp={par.tp} pp={par.pp} {f'cp={par.cp} ' if par.cp > 1 else ''}"
           f"dp={data_parallel_size(launch.world_size, par.tp, par.pp, par.cp)}, "
           f"{rt.device.type} {str(rt.dtype).removeprefix('torch.')}", flush=True)
     note = accelerator_note(rt.cuda)

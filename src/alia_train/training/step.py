@@ -16,6 +16,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from alia_train.model.context_parallel import split_for_cp_rank
+
 
 @dataclass(frozen=True)
 class StepShape:
@@ -65,41 +67,58 @@ class LossAccumulator:
             v[2 + n :].index_add_(0, lang_id, loss_mask.sum(dim=1).double())
         return loss_sum, num_tokens, {"lm loss": torch.stack([loss_sum.detach(), num_tokens.float()])}
 
-    def reduce(self) -> torch.Tensor:
+    def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over the whole job, counting each data-parallel replica once: only the last
-        pipeline stage holds losses, and tensor-parallel ranks hold copies of them."""
+        pipeline stage holds losses, and tensor-parallel ranks hold copies of them. `extra`
+        (every rank's own values) is appended and summed in the same all-reduce."""
         v = self.values.clone()
         if not (parallel_state.is_pipeline_last_stage() and parallel_state.get_tensor_model_parallel_rank() == 0):
             v.zero_()
+        if extra is not None:
+            v = torch.cat([v, extra.to(v)])
         if dist.get_world_size() > 1:
             dist.all_reduce(v)
         return v
 
 
+# The [b, s] tensors of a batch that context parallelism splits along the sequence (lang_id is
+# one value per sample and stays whole).
+SEQUENCE_TENSORS = ("tokens", "labels", "loss_mask", "position_ids")
+
+
+def _on_this_rank(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on `device`; with context parallelism, this CP rank's two chunks of each
+    sequence (the layout CP attention and megatron's RoPE slice expect)."""
+    cp_size = parallel_state.get_context_parallel_world_size()
+    cp_rank = parallel_state.get_context_parallel_rank()
+    local = {name: batch[name].to(device, non_blocking=True) for name in (*SEQUENCE_TENSORS, "lang_id")}
+    if cp_size > 1:
+        local.update({name: split_for_cp_rank(local[name], 1, cp_size, cp_rank) for name in SEQUENCE_TENSORS})
+    return local
+
+
 def _forward_step(acc: LossAccumulator, device: torch.device, data_iterator, model):
-    batch = next(data_iterator)
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    labels = batch["labels"].to(device, non_blocking=True)
-    output = model(tokens, batch["position_ids"].to(device, non_blocking=True), None, labels=labels)
-    loss_mask = batch["loss_mask"].to(device, non_blocking=True).float()
-    return output, partial(acc.loss_func, loss_mask, batch["lang_id"].to(device).long())
+    batch = _on_this_rank(next(data_iterator), device)
+    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    return output, partial(acc.loss_func, batch["loss_mask"].float(), batch["lang_id"].long())
 
 
-def _grads_finite(model) -> bool:
-    local = torch.zeros(1, device=model[0].buffers[0].grad_data.device)
-    for chunk in model:
-        for buf in chunk.buffers:
-            if not torch.isfinite(buf.grad_data).all():
-                local.fill_(1.0)
-    if dist.get_world_size() > 1:
-        dist.all_reduce(local, op=dist.ReduceOp.MAX)
-    return local.item() == 0.0
+def _nonfinite_grads(model) -> torch.Tensor:
+    """[True] if a gradient of this rank is NaN or ±inf, else [False], left on the device (the
+    caller folds it into the loss all-reduce: one host sync per step). A buffer is finite
+    exactly when its min and max are: one read of the gradients, no bool copy of them.
+    megatron's optimizer step cannot be asked instead: it applies the update before it returns
+    the (then NaN) grad norm."""
+    extremes = torch.stack([torch.stack(torch.aminmax(buf.grad_data)).float()
+                            for chunk in model for buf in chunk.buffers])
+    return (~torch.isfinite(extremes)).any().reshape(1)
 
 
 def _run_schedule(model, data_iterators: list, acc: LossAccumulator, shape: StepShape, *,
                   forward_only: bool) -> list[float]:
     """Run megatron's pipeline schedule over the micro-batches of one global batch; returns the
-    job-wide [loss_sum, tokens, per-language sums..., per-language tokens...]."""
+    job-wide [loss_sum, tokens, per-language sums..., per-language tokens...] (training: and
+    the number of ranks with a non-finite gradient)."""
     acc.reset()
     get_forward_backward_func()(
         forward_step_func=partial(_forward_step, acc, shape.device),
@@ -111,7 +130,8 @@ def _run_schedule(model, data_iterators: list, acc: LossAccumulator, shape: Step
         micro_batch_size=shape.micro_batch_size,
         forward_only=forward_only,
     )
-    return acc.reduce().tolist()
+    # Training: one more value, the number of ranks with a non-finite gradient.
+    return acc.reduce(None if forward_only else _nonfinite_grads(model)).tolist()
 
 
 def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccumulator,
@@ -121,12 +141,12 @@ def train_step(model, optimizer, scheduler, data_iterators: list, acc: LossAccum
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    totals = _run_schedule(model, data_iterators, acc, shape, forward_only=False)
+    *totals, ranks_with_bad_grads = _run_schedule(model, data_iterators, acc, shape, forward_only=False)
     loss = totals[0] / max(totals[1], 1.0)
     nonfinite = None
     if not math.isfinite(loss):
         nonfinite = "loss"
-    elif not _grads_finite(model):
+    elif ranks_with_bad_grads:
         nonfinite = "gradients"
     grad_norm = None
     skipped = nonfinite is not None

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from alia_train.checkpoint.manager import TrainingProgress
 from alia_train.config.schema import Config
-from alia_train.model.flops import mfu, training_flops_per_token
+from alia_train.model.flops import mfu, palm_flops_per_token, training_flops_per_token
 from alia_train.training.intervals import Every, Interval, IntervalMeter
 from alia_train.training.metrics import Console, MetricsSink
 from alia_train.training.step import StepResult
@@ -51,6 +51,7 @@ class TrainLog:
         self.cuda = cuda
         self.peak_tflops = cfg.cluster.peak_tflops
         self.flops_per_token = training_flops_per_token(cfg.model, tr.seq_length, vocab_size)
+        self.palm_flops_per_token = palm_flops_per_token(cfg.model, tr.seq_length, vocab_size)
         self.console = Console(cfg.logging.console, tr.steps)
         self.sink = None
         if dist.get_rank() == 0:
@@ -72,6 +73,9 @@ class TrainLog:
             per_gpu = interval.tokens_per_sec / dist.get_world_size()
             rec["tflops_per_gpu"] = per_gpu * self.flops_per_token / 1e12
             rec["mfu"] = mfu(per_gpu, self.flops_per_token, self.peak_tflops)
+            # PaLM's convention (causal attention not halved), as torchtitan / Nanotron report
+            rec["tflops_per_gpu_palm"] = per_gpu * self.palm_flops_per_token / 1e12
+            rec["mfu_palm"] = mfu(per_gpu, self.palm_flops_per_token, self.peak_tflops)
             rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         if self.sink:
             self.sink.write(rec)
