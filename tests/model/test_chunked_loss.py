@@ -126,7 +126,7 @@ def _model_loss_and_grads(overrides: list[str], dtype: torch.dtype):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 def test_the_model_trains_on_the_same_loss_and_gradients(runtime, dtype, tol):
     plain_cls, plain_loss, plain_grads = _model_loss_and_grads([], dtype)
-    cls, loss, grads = _model_loss_and_grads(["train.loss_impl=chunked", "train.loss_chunk_tokens=24"], dtype)
+    cls, loss, grads = _model_loss_and_grads(["train.loss_impl=chunked", "train.loss_chunk_size=24"], dtype)
     assert (plain_cls, cls) == ("GPTModel", "ChunkedLossGPTModel")
     assert loss.shape == plain_loss.shape == (2, 32)
     torch.testing.assert_close(loss, plain_loss, rtol=tol, atol=tol)
@@ -146,7 +146,7 @@ def test_training_over_tp2_with_sequence_parallelism_matches_one_process(tmp_pat
               "logging.interval=1", f"data.cache_dir={tmp_path}/cache"]
     run_layouts(tmp_path, common, {"single": []}, nproc=1)
     run_layouts(tmp_path, common, {"tp2_sp_chunked": ["parallel.tp=2", "parallel.sp=true", "train.loss_impl=chunked",
-                                                      "train.loss_chunk_tokens=100"]}, nproc=2)
+                                                      "train.loss_chunk_size=100"]}, nproc=2)
     reference, losses = train_losses(tmp_path / "single"), train_losses(tmp_path / "tp2_sp_chunked")
     assert sorted(losses) == sorted(reference) == [1, 2, 3]
     assert max(relative_diff(losses[s], reference[s]) for s in reference) < 1e-4, (losses, reference)

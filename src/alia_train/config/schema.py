@@ -151,10 +151,10 @@ class TrainConfig:
     recompute: Recompute = Recompute.none
     recompute_num_layers: int = 1
     # Output layer + cross entropy: "plain" (megatron's, holds the logits of every token) or
-    # "chunked" (model/chunked_loss.py: loss_chunk_tokens rows of logits at a time, the
+    # "chunked" (model/chunked_loss.py: loss_chunk_size rows of logits at a time, the
     # backward recomputes them: less memory, one more output-layer matmul).
     loss_impl: LossImpl = LossImpl.plain
-    loss_chunk_tokens: int = 1024
+    loss_chunk_size: int = 1024
     # Evaluation on the validation split every eval_interval steps (0 = never), eval_iters
     # global batches each time.
     eval_interval: int = 0

@@ -56,7 +56,7 @@ def range_problems(cfg: Config) -> list[str]:
         "train.global_batch_size": tr.global_batch_size,
         "train.micro_batch_size": tr.micro_batch_size,
         "train.seq_length": tr.seq_length,
-        "train.loss_chunk_tokens": tr.loss_chunk_tokens,
+        "train.loss_chunk_size": tr.loss_chunk_size,
         "logging.interval": cfg.logging.interval,
         "checkpoint.keep": cfg.checkpoint.keep,
     }

@@ -1,9 +1,10 @@
 """Signal hygiene for the helper processes that alia-train and megatron-core start.
 
 Slurm delivers a job's signals (USR1 from `--signal`, TERM from `scancel`, the time limit or a
-preemption, CONT) to every process of the step, not only to alia-train. megatron-core's first
-checkpoint save starts a multiprocessing Manager (its write-results queue) and a resource
-tracker; async saves and data loaders start workers. With the default actions these helpers die
+preemption, CONT) to every process of the step, not only to alia-train. multiprocessing starts
+a resource tracker, megatron-core starts a Manager for its write results unless given a queue
+(checkpoint/manager.py gives it one), async saves fork a writer per save, and data loaders start
+workers. With the default actions these helpers die
 on USR1/TERM, and the save that the signal asked for fails (BrokenPipeError / EOFError). And
 when alia-train itself is killed hard (OOM killer, SIGKILL), helpers that outlive it keep the
 step's output open and the step hangs.
