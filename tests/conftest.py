@@ -22,6 +22,19 @@ def shared_corpus() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def runtime():
+    """One single-process CPU runtime (gloo, megatron's groups, seeds) for the tests of a module
+    that build models in-process; shut down after the module."""
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.parallel.runtime import init_runtime, shutdown
+
+    rt = init_runtime(load_config(["+model=tiny"]), detect_launch_env({}))
+    yield rt
+    shutdown()
+
+
 def cli(name: str) -> str:
     """Path of an installed console script of this environment."""
     return str(BIN / name)

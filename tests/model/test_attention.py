@@ -17,17 +17,6 @@ from alia_train.config import load_config
 TINY = ["+model=tiny", "train.seq_length=32", "parallel.cp=2"]
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    """One process: megatron's CP group is this process alone (size 1)."""
-    from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-
-    rt = init_runtime(load_config(["+model=tiny"]), detect_launch_env({}))
-    yield rt
-    shutdown()
-
-
 def _cp2_config():
     from alia_train.model.build import transformer_config
 

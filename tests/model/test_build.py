@@ -14,16 +14,6 @@ from alia_train.config import load_config
 TINY = ["+model=tiny", "train.seq_length=32", "train.micro_batch_size=2"]
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-
-    rt = init_runtime(load_config(TINY), detect_launch_env({}))
-    yield rt
-    shutdown()
-
-
 def _build(overrides: list[str], dtype: torch.dtype):
     from alia_train.model.build import build_model
 

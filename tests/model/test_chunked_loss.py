@@ -99,16 +99,6 @@ def test_vocab_parallel_over_two_ranks_matches_the_whole_vocabulary(tmp_path):
 TINY = ["+model=tiny", "train.seq_length=32", "train.micro_batch_size=2"]
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-
-    rt = init_runtime(load_config(TINY), detect_launch_env({}))
-    yield rt
-    shutdown()
-
-
 def _model_loss_and_grads(overrides: list[str], dtype: torch.dtype):
     from alia_train.model.build import build_model
 

@@ -7,22 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 import torch
 
 from alia_train.config import load_config
 
 TINY = ["+model=tiny", "model.num_layers=2", "train.seq_length=32", "train.micro_batch_size=2"]
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-
-    rt = init_runtime(load_config(TINY), detect_launch_env({}))
-    yield rt
-    shutdown()
 
 
 def _train(overrides: list[str], steps: int = 3):

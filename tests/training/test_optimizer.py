@@ -12,16 +12,6 @@ from alia_train.config import load_config
 TINY = ["+model=tiny", "train.seq_length=32", "train.micro_batch_size=2", "optim.warmup_steps=0"]
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
-
-    rt = init_runtime(load_config(TINY), detect_launch_env({}))
-    yield rt
-    shutdown()
-
-
 def _train(fused: bool, dtype: torch.dtype, steps: int = 3):
     from alia_train.model.build import build_model
     from alia_train.training.optimizer import build_optimizer, wrap_ddp
