@@ -72,7 +72,7 @@ def trained_one_step(root: Path, hidden: int, layers: int):
                  f"model.num_layers={layers}", "model.num_attention_heads=8", "model.num_query_groups=8",
                  f"run.dir={root}/run", "checkpoint.async_save=true", "checkpoint.keep=20",
                  # short steps: the optimizer update still rewrites every weight and Adam moment
-                 "train.global_batch_size=1", "train.seq_length=32"]
+                 "train.global_batch_size=1", "train.micro_batch_size=1", "train.seq_length=32"]
     cfg = load_config(overrides)
     with open_run(cfg, detect_launch_env(), RunOptions(trackers=False)) as trainer:
         trainer.step(trainer.batches(0))

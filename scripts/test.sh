@@ -4,7 +4,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 bash scripts/setup.sh dev || exit 1  # the [dev] extra: pytest, shellcheck, transformers
 bash scripts/ci/install_slurm.sh || true  # best effort: without it tests/slurm/test_real_slurm.py skips
-.venv/bin/python -m pytest --durations=30 "$@"
+# Test files run in parallel (pytest-xdist), one worker per core up to 4. A file (or a directory
+# sharing session fixtures) stays on one worker, longest first: see tests/conftest.py.
+# ALIA_TEST_WORKERS=1 runs everything in one process.
+workers=${ALIA_TEST_WORKERS:-$(nproc)}
+[ "$workers" -le 4 ] || workers=4
+parallel=()
+[ "$workers" -le 1 ] || parallel=(-n "$workers")
+.venv/bin/python -m pytest "${parallel[@]}" --durations=30 "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
     echo "test: pytest collected no tests; that is a failure, not a pass" >&2

@@ -49,8 +49,60 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Units of work for parallel runs (scripts/test.sh runs pytest-xdist): a test file, so that its
+# module fixtures are built once, or a whole directory whose conftest builds session fixtures
+# that its files share (convert: one torchrun launch of layouts).
+SHARED_SESSION_DIRS = {"convert"}
+# The longest units (pytest --durations on a 2-core machine), handed out first so that none of
+# them starts last and runs alone. Order only: a name missing here changes nothing else.
+LONGEST_FIRST = [
+    "checkpoint/test_restart_changes.py",
+    "checkpoint/test_resume.py",
+    "recipes/test_recipes.py",
+    "parallel/test_layouts.py",
+    "slurm/test_real_slurm.py",
+    "slurm/test_slurm_scripts.py",
+    "parallel/test_context_parallel_layouts.py",
+    "convert",
+    "report/test_report_demo.py",
+    "model/test_chunked_loss.py",
+    "model/test_context_parallel.py",
+    "cli/test_train.py",
+]
+
+
+def unit_of(nodeid: str) -> str:
+    """'tests/convert/test_to_hf.py::test_x[tp1]' -> 'convert'; other files -> 'dir/test_file.py'."""
+    path = nodeid.split("::", 1)[0].removeprefix("tests/")
+    top = path.split("/", 1)[0]
+    return top if top in SHARED_SESSION_DIRS else path
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) without xdist
+def pytest_xdist_make_scheduler(config, log):
+    """Hand out whole units (see `unit_of`) to the workers, in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection's order (longest units first), not biggest first
+    return UnitScheduling(config, log)
+
+
+def _longest_units_first(config, items) -> None:
+    if not hasattr(config, "workerinput"):  # only in xdist workers: the scheduler follows their order
+        return
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    # stable: each unit's tests keep their order and stay together
+    items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` are skipped, with the reason, where torch sees no CUDA GPU."""
+    """Tests marked `gpu` are skipped, with the reason, where torch sees no CUDA GPU. In xdist
+    workers, the longest units of work go first."""
+    _longest_units_first(config, items)
     try:
         import torch
 
@@ -63,3 +115,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+

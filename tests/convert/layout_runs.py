@@ -46,6 +46,10 @@ def forward_logits(model: list, tokens: torch.Tensor) -> torch.Tensor | None:
 
 def main() -> None:
     import torch.distributed as dist
+
+    from alia_train.parallel.cpu_compat import import_megatron
+
+    import_megatron()  # as alia-train does: faster on CPU
     from megatron.core import parallel_state
 
     from alia_train.config import load_config

@@ -35,7 +35,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 # torch 2.14 renamed the tensor collectives; the GPU machines may run an older torch.
 _all_gather_tensor = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -140,6 +139,9 @@ def _bottom_right_causal_sdpa(q, k, v, scale, dropout_p) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
     if q.is_cuda:
         # Keeps the flash / memory-efficient kernels; a dense mask would force the math path.
+        # (Imported here: the module loads TorchDynamo, ~0.7 s of every process's start.)
+        from torch.nn.attention.bias import causal_lower_right
+
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=causal_lower_right(lq, lk), **options
         )
