@@ -165,6 +165,9 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--saves", type=int, default=3, help="sync saves (the first one is reported apart)")
     args = ap.parse_args()
+    from alia_train.parallel.cpu_compat import import_megatron
+
+    import_megatron()  # as alia-train starts
     root = Path(args.dir)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -18,6 +18,9 @@ import time
 def main() -> int:
     pause = float(sys.argv[1])
     args = sys.argv[2:]
+    from alia_train.parallel.cpu_compat import import_megatron
+
+    import_megatron()  # before the manager's own megatron imports, as alia-train does
     from alia_train.checkpoint import manager
     from alia_train.cli.train import main as alia_train
 

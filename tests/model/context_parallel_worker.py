@@ -65,6 +65,7 @@ def megatron_slices(cp_group) -> dict[str, torch.Tensor]:
 
 
 def main(out_dir: Path) -> None:
+    cpu_compat.import_megatron()  # faster on CPU, as alia-train does
     dist.init_process_group("gloo")
     cpu_compat.install()
     world, rank = dist.get_world_size(), dist.get_rank()
