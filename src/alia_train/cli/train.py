@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from alia_train.parallel.launch_env import detect_launch_env
-
     from alia_train.parallel.cpu_compat import import_megatron
+    from alia_train.parallel.launch_env import detect_launch_env
 
     launch = detect_launch_env()
     if not torch.cuda.is_available():

@@ -289,12 +289,9 @@ def import_megatron() -> None:
     decorations deferred to the first call (the same compile, if a CPU run ever calls one)."""
     import importlib
 
-    if torch.cuda.is_available() or "megatron.core" in sys.modules:
-        for name in _MEGATRON_ROOTS:
-            importlib.import_module(name)
-        return
     real = torch.compile
-    torch.compile = _compile_on_first_call(real)
+    if not torch.cuda.is_available() and "megatron.core" not in sys.modules:
+        torch.compile = _compile_on_first_call(real)
     try:
         for name in _MEGATRON_ROOTS:
             importlib.import_module(name)
