@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,21 @@ def runtime():
     rt = init_runtime(load_config(["+model=tiny"]), detect_launch_env({}))
     yield rt
     shutdown()
+
+
+def scratch(request, tmp_path_factory, name: str) -> Path:
+    """A directory for a module or session fixture. Like tmp_path under the suite's
+    tmp_path_retention_policy="failed": removed when the fixture is torn down, unless a test of
+    this session failed (then kept, to debug). Layout runs leave hundreds of MB of checkpoints,
+    and the suite shares its disk with a 6 GB venv."""
+    path = tmp_path_factory.mktemp(name)
+
+    def remove() -> None:
+        if request.session.testsfailed == 0:
+            shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(remove)
+    return path
 
 
 def cli(name: str) -> str:

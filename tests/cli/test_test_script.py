@@ -59,3 +59,11 @@ def test_files_run_on_parallel_workers_capped_at_four(root):
 def test_one_worker_runs_in_process(root):
     _, args = _run(root, ALIA_TEST_WORKERS="1")
     assert args == "-m pytest --durations=30"
+
+
+def test_too_little_disk_fails_before_pytest_starts(root, tmp_path):
+    proc = subprocess.run(["bash", str(root / "scripts" / "test.sh")], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "ALIA_TEST_DISK_MB": str(10**9)})
+    assert proc.returncode == 1
+    assert f"MB free in {tmp_path}; the suite needs about 1000000000 MB" in proc.stderr
+    assert not (root / ".venv" / "pytest_args.log").exists()  # pytest never ran

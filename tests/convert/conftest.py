@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import subprocess_env
+from conftest import scratch, subprocess_env
 
 HERE = Path(__file__).resolve().parent
 TEXT = "El català és una llengua romànica. The quick brown fox jumps over the lazy dog; def f(x): return x + 1"
@@ -110,22 +110,22 @@ def same_weights():
 
 
 @pytest.fixture(scope="session")
-def hf_source(tmp_path_factory, sample_tokenizer) -> Path:
-    return make_hf_model(tmp_path_factory.mktemp("hf") / "src", sample_tokenizer)
+def hf_source(request, tmp_path_factory, sample_tokenizer) -> Path:
+    return make_hf_model(scratch(request, tmp_path_factory, "hf") / "src", sample_tokenizer)
 
 
 @pytest.fixture(scope="session")
-def imported(hf_source, tmp_path_factory) -> Path:
+def imported(request, hf_source, tmp_path_factory) -> Path:
     from alia_train.convert.from_hf import import_from_hf
 
-    out = tmp_path_factory.mktemp("imported") / "ckpt"
+    out = scratch(request, tmp_path_factory, "imported") / "ckpt"
     import_from_hf(hf_source, out, ["+model=tiny"], log=lambda *_: None)
     return out
 
 
 @pytest.fixture(scope="session")
-def layouts(tmp_path_factory, imported, sample_tokenizer) -> Path:
-    root = tmp_path_factory.mktemp("layouts")
+def layouts(request, tmp_path_factory, imported, sample_tokenizer) -> Path:
+    root = scratch(request, tmp_path_factory, "layouts")
     jobs = [{"name": name, "overrides": o} for name, o in LAYOUT_JOBS.items()]
     jobs.append({"name": "imported_tp2", "overrides": ["parallel.tp=2", f"checkpoint.load={imported}"], "train": False})
     spec = root / "jobs.json"

@@ -10,6 +10,7 @@ import torch
 
 from alia_train.convert.errors import ConversionError
 from alia_train.convert.to_hf import export_to_hf
+from conftest import scratch
 
 pytestmark = pytest.mark.multiproc
 QUIET = {"log": lambda *_: None}
@@ -24,10 +25,10 @@ def _hf_logits(hf_dir, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def exports(layouts, tmp_path_factory):
+def exports(request, layouts, tmp_path_factory):
     """fp32 export of each trained layout: the run dir for TP=1 (its latest checkpoint), an
     explicit checkpoint dir for the others."""
-    root = tmp_path_factory.mktemp("exports")
+    root = scratch(request, tmp_path_factory, "exports")
     out = {}
     for name in ("tp1", "tp2", "pp2"):
         source = layouts / name if name == "tp1" else layouts / name / "checkpoints" / "step_00000003"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from alia_train.metrics_file import read_records
+from conftest import scratch
 from helpers import relative_diff, run_layouts
 
 STEPS = 10
@@ -30,8 +31,8 @@ LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cp_layouts")
+def runs(request, tmp_path_factory):
+    out = scratch(request, tmp_path_factory, "cp_layouts")
     run_layouts(out, [*COMMON, f"data.cache_dir={out}/cache"], {"cp1": [], **LAYOUTS}, nproc=4, timeout=900)
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import scratch
 from helpers import relative_diff, run_layouts, train_losses
 
 STEPS = 10
@@ -57,8 +58,8 @@ RECOMPUTE = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("layouts")
+def runs(request, tmp_path_factory):
+    out = scratch(request, tmp_path_factory, "layouts")
     common = [*COMMON, f"data.cache_dir={out}/cache"]
     run_layouts(out, common, {"single": [], **RECOMPUTE}, nproc=1)
     split = {name: [o.replace("SPLIT", f"{out}/dp2_overlap_split") for o in ov] for name, ov in SPLIT.items()}

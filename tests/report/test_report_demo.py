@@ -22,7 +22,7 @@ from alia_train.checkpoint import layout
 from alia_train.report import load_run
 from alia_train.report.plots import PLOTS
 from alia_train.report.series import plot_data
-from conftest import cli, subprocess_env
+from conftest import cli, scratch, subprocess_env
 
 FAKE_KEY = "local-0123456789abcdef0123456789abcdef01234567"
 COMMON = ["+model=tiny", "logging.interval=2", "train.eval_interval=6", "checkpoint.interval=6",
@@ -51,8 +51,8 @@ def _pngs(report: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("demo")
+def demo(request, tmp_path_factory) -> dict:
+    tmp = scratch(request, tmp_path_factory, "demo")
     run = tmp / "run"
     env = _env(tmp)
     logs = [_run([cli("alia-train"), *COMMON, "train.steps=12", f"run.dir={run}"], env)]

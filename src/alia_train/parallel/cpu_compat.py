@@ -26,7 +26,8 @@ list of spots, all redirected here and nowhere else:
 
 Start-up: megatron-core decorates its fusion functions with `torch.compile` at import, which
 loads TorchDynamo and Inductor (~3 s of every process's start) for functions a CPU run never
-calls. `import_megatron()` imports it with those decorations deferred to the first call.
+calls. `import_megatron()` imports it with those decorations deferred to the first call, and
+without the wandb import that megatron's timers make for a writer alia-train never uses (~0.8 s).
 
 `install()` and `import_megatron()` change nothing when CUDA is available, so a GPU run never
 goes through this module.
@@ -290,13 +291,22 @@ def import_megatron() -> None:
     import importlib
 
     real = torch.compile
+    hide_wandb = False
     if not torch.cuda.is_available() and "megatron.core" not in sys.modules:
         torch.compile = _compile_on_first_call(real)
+        # megatron.core.timers imports wandb (~0.8 s) only to write timers to a W&B writer,
+        # which alia-train never hands it (training/tracking.py imports wandb itself, where
+        # enabled). A None entry makes that guarded import fail fast: timers.wandb is None.
+        hide_wandb = "wandb" not in sys.modules
+        if hide_wandb:
+            sys.modules["wandb"] = None
     try:
         for name in _MEGATRON_ROOTS:
             importlib.import_module(name)
     finally:
         torch.compile = real
+        if hide_wandb and sys.modules.get("wandb", 0) is None:
+            del sys.modules["wandb"]
 
 
 def install() -> bool:
