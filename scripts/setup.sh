@@ -54,7 +54,11 @@ all=$(normalize_extras "$have,$want")
 if [ "$have_sha" != "$want_sha" ] || [ "$all" != "$have" ]; then
     echo "setup: installing alia-train${all:+ [$all]} and its dependencies into .venv (torch is large: a few minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".${all:+[$all]}"
+    # Bytecode is compiled afterwards on every core: pip compiles file by file on one, which
+    # was half of the install's time (148 s -> 69 s + 48 s on 2 cores).
+    .venv/bin/python -m pip install --quiet --no-compile -e ".${all:+[$all]}"
+    echo "setup: compiling the installed packages' bytecode"
+    .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1 || true
     echo "$want_sha ${all:--}" >"$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version)${all:+, extras: $all})"

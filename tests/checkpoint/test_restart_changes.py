@@ -171,6 +171,21 @@ def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, refer
     assert [r["consumed_samples"] for r in records] == [8 * s for s in range(1, 9)]
     assert [p.name for p in layout_checkpoints(run_dir)] == [f"step_{8:08d}", f"step_{6:08d}"]
 
+    # train.steps 4 -> 8 moved the LR decay: said on resume, the saved 4-step schedule kept
+    # (past its end, min_lr), until optim.override_schedule applies this run's settings.
+    assert "LR schedule continues as saved, not as this run's settings (" in text2
+    assert "optim.decay_steps (train.steps when unset) 4 -> 8" in text2
+    min_lr = 3e-4  # configs/model/tiny.yaml
+    assert all(abs(r["lr"] - min_lr) < 1e-12 for r in records[4:]), [r["lr"] for r in records]
+    override = ["optim.override_schedule=true", "optim.lr=2e-3"]
+    text4 = finish(command(run_dir, cache, *stage, *override, steps=10), tmp_path / "log4.txt")
+    assert "LR schedule from this run's settings (optim.override_schedule): optim.lr 0.003 -> 0.002" in text4
+    assert "optim.decay_steps (train.steps when unset) 4 -> 10" in text4
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+           if r.get("kind") == "train"}
+    assert sorted(lrs) == list(range(1, 11))
+    assert abs(lrs[9] - 2e-3) < 1e-12, lrs  # the end of the new warmup (min(20, 10 - 1) steps) at the new lr
+
 
 def layout_checkpoints(run_dir: Path) -> list[Path]:
     from alia_train.checkpoint import layout

@@ -63,3 +63,11 @@ def test_a_stamp_from_the_earlier_setup_means_dev(root):
     (root / ".venv" / ".alia-train-installed").write_text(sha + "\n")
     assert _setup(root, "dev") == []
     assert _setup(root) == []
+
+
+def test_bytecode_is_compiled_after_the_install_on_every_core(root):
+    _setup(root)
+    lines = (root / ".venv" / "pip.log").read_text().splitlines()
+    install = next(i for i, line in enumerate(lines) if " -e " in f" {line} ")
+    assert "--no-compile" in lines[install].split()
+    assert any(line.startswith("-m compileall -q -j 0") for line in lines[install + 1:]), lines

@@ -9,7 +9,7 @@ import pytest
 from conftest import scratch
 from helpers import relative_diff, run_layouts, train_losses
 
-STEPS = 10
+STEPS = 6  # parity is checked at every step; the steps are most of this file's time
 COMMON = [
     "+model=tiny",
     f"train.steps={STEPS}",
@@ -42,9 +42,9 @@ LAYOUTS = {
     ],
 }
 # The same run in bf16 (separate fp32 main weights, where a stale param shard shows), once
-# straight through and once stopped after step 5 (its final save comes right after
+# straight through and once stopped after step 3 (its final save comes right after
 # optimizer.step(), before the deferred param all-gather) and restarted in the same run dir.
-RESUME_STEP = 5
+RESUME_STEP = 3
 OVERLAP_BF16 = [*LAYOUTS["dp2_overlap"], "train.precision=bf16"]
 SPLIT = {
     "dp2_overlap_bf16": OVERLAP_BF16,
@@ -70,7 +70,7 @@ def runs(request, tmp_path_factory):
 def test_single_process_learns(runs):
     losses = train_losses(runs / "single")
     assert sorted(losses) == list(range(1, STEPS + 1))
-    assert losses[STEPS] < losses[1] - 0.5, losses
+    assert losses[STEPS] < losses[1] - 0.3, losses
 
 
 def assert_matches_single_process(runs, name: str, tolerance: float) -> None:

@@ -3,7 +3,7 @@ parallelism, distributed optimizer, bf16 gradient reduce), its own recompute set
 on the number of processes that layout needs, over gloo on CPU.
 
 Only width, depth, vocabulary, sequence length, step count and the LR schedule are shrunk
-(the recipes warm up over 2,000 steps; 8 steps at that rate would not move the loss), and a
+(the recipes warm up over 2,000 steps; 6 steps at that rate would not move the loss), and a
 context-parallel layout to CP2 x TP2 x its PP (8 processes, not the 40B 32k stage's 64). The same
 launch also stops a copy of the run half-way and restarts it: the restart must continue exactly.
 A recipe added to configs/model/ is picked up here without editing this file.
@@ -19,8 +19,8 @@ import yaml
 from helpers import relative_diff, run_layouts, train_losses
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 8
-RESUME_STEP = 4
+STEPS = 6
+RESUME_STEP = 3
 SHRUNK_SCHEDULE = ["optim.lr=3e-3", "optim.min_lr=3e-4", "optim.warmup_steps=2", f"optim.decay_steps={STEPS}"]
 NOT_RECIPES = {"tiny"}  # the demo model is not a published recipe
 
@@ -95,7 +95,7 @@ def test_recipe_trains_shrunk_in_bf16(recipe, tmp_path):
     losses = train_losses(run_dir)
     assert sorted(losses) == list(range(1, STEPS + 1)), losses
     assert all(v == v and abs(v) != float("inf") for v in losses.values()), losses
-    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (6, 7, 8)) / 3
+    first, last = (losses[1] + losses[2]) / 2, (losses[STEPS - 1] + losses[STEPS]) / 2
     assert last < first - 0.05, f"{recipe}: loss did not fall: {losses}"
     # The run really used the recipe's flags, not defaults.
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -1,8 +1,11 @@
 """optim.fused_adam: torch's fused AdamW inside megatron's optimizer (no apex / TE here), the
 same weights as megatron's default torch AdamW after a few steps of the tiny model (fp32 and
-bf16 with fp32 main weights), and still fused after a state-dict round trip (a resume)."""
+bf16 with fp32 main weights), and still fused after a state-dict round trip (a resume). A state
+saved under another optim.lr loads (the resume of a run whose LR settings changed)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -12,11 +15,11 @@ from alia_train.config import load_config
 TINY = ["+model=tiny", "train.seq_length=32", "train.micro_batch_size=2", "optim.warmup_steps=0"]
 
 
-def _train(fused: bool, dtype: torch.dtype, steps: int = 3):
+def _train(fused: bool, dtype: torch.dtype, steps: int = 3, extra: tuple[str, ...] = ()):
     from alia_train.model.build import build_model
     from alia_train.training.optimizer import build_optimizer, wrap_ddp
 
-    cfg = load_config([*TINY, f"optim.fused_adam={str(fused).lower()}"])
+    cfg = load_config([*TINY, f"optim.fused_adam={str(fused).lower()}", *extra])
     model = wrap_ddp(cfg, build_model(cfg, vocab_size=4096, dtype=dtype, device=torch.device("cpu")), dtype)
     optimizer, _ = build_optimizer(cfg, model, dtype)
     g = torch.Generator().manual_seed(5)
@@ -62,3 +65,24 @@ def test_a_loaded_state_stays_fused(runtime):
     assert {g["fused"] for g in fused_adam.param_groups} == {True}
     assert {g["foreach"] for g in fused_adam.param_groups} == {False}
     assert all(s["step"].item() == 1.0 for s in fused_adam.state.values())
+
+
+@pytest.mark.parametrize("keep_saved_schedule", [True, False])
+def test_a_state_saved_under_another_lr_loads(runtime, keep_saved_schedule):
+    """megatron-core pairs saved and current param groups by a key that holds max_lr / min_lr:
+    its own load fails once optim.lr changed. load_optimizer_state pairs them on the rest."""
+    from alia_train.training.optimizer import load_optimizer_state
+
+    saved, _ = _train(True, torch.float32, steps=2)  # the tiny model's lr 3e-3, min_lr 3e-4
+    state = saved.state_dict()
+    current, _ = _train(True, torch.float32, steps=1, extra=("optim.lr=1e-3", "optim.min_lr=1e-4"))
+    with pytest.raises(ValueError, match="Could not find parameter group"):
+        current.load_state_dict(copy.deepcopy(state))
+    load_optimizer_state(current, copy.deepcopy(state), keep_saved_schedule=keep_saved_schedule)
+    want = (3e-3, 3e-4) if keep_saved_schedule else (1e-3, 1e-4)
+    assert {(g["max_lr"], g["min_lr"]) for g in current.param_groups} == {want}
+    assert sorted(g["wd_mult"] for g in current.param_groups) == [0.0, 1.0]  # each group found its own
+    (a,), (b,) = _torch_adams(saved), _torch_adams(current)
+    moments = [(a.state[p], b.state[q]) for ga, gb in zip(a.param_groups, b.param_groups)
+               for p, q in zip(ga["params"], gb["params"], strict=True)]
+    assert all(sb["step"].item() == 2.0 and torch.equal(sa["exp_avg"], sb["exp_avg"]) for sa, sb in moments)

@@ -46,9 +46,15 @@ from megatron.core.dist_checkpointing.strategies.fully_parallel import (
 )
 
 from alia_train.checkpoint import layout
-from alia_train.checkpoint.resume_rules import position_change_message, position_changes
+from alia_train.checkpoint.resume_rules import (
+    position_change_message,
+    position_changes,
+    schedule_change_note,
+    schedule_changes,
+)
 from alia_train.checkpoint.write_errors import CheckpointWriteError, explain, writer_logs_held
 from alia_train.config.schema import Config, ModelConfig
+from alia_train.training.optimizer import load_optimizer_state
 
 __all__ = ["CheckpointManager", "CheckpointMismatchError", "CheckpointWriteError", "TrainingProgress"]
 
@@ -428,8 +434,8 @@ class CheckpointManager:
             problem = self._damage(path, own)
             if problem is None:
                 self._check_compatible(path, own)
-                progress = self._load(path, own)
-                return LoadedCheckpoint(path, progress, skipped, self._load_note(own))
+                progress, schedule_note = self._load(path, own)
+                return LoadedCheckpoint(path, progress, skipped, self._load_note(own) + schedule_note)
             if own and _rank() == 0:
                 aside = layout.set_aside(path)
                 problem += f"; moved it to {aside.name}"
@@ -495,10 +501,11 @@ class CheckpointManager:
                 source_run = path.parent.parent if path.parent.name == "checkpoints" else path
                 raise CheckpointMismatchError(position_change_message(str(path), str(source_run), changes, own))
 
-    def _load(self, path: Path, own: bool) -> TrainingProgress:
+    def _load(self, path: Path, own: bool) -> tuple[TrainingProgress, str]:
         """Load `path`. Own checkpoint: everything, exactly. Another run's (checkpoint.load):
         weights always; optimizer, LR schedule and step unless checkpoint.reset_optimizer; the
-        data position unless checkpoint.reset_data."""
+        data position unless checkpoint.reset_data. Also returns what became of a changed LR
+        schedule (a note for the resume line)."""
         ck = self.cfg.checkpoint
         common = dist_checkpointing.load_common_state_dict(str(path))
         has_optimizer = "scheduler" in common
@@ -511,8 +518,12 @@ class CheckpointManager:
             load_model_state(module, state[self._model_key(i)])
         saved = common.get("progress") or {}
         progress = TrainingProgress()
+        schedule_note = ""
         if load_optimizer:
-            self.optimizer.load_state_dict(state["optimizer"])
+            override = self.cfg.optim.override_schedule
+            load_optimizer_state(self.optimizer, state["optimizer"], keep_saved_schedule=not override)
+            changes = schedule_changes(common["scheduler"], self.scheduler)
+            schedule_note = schedule_change_note(changes, override)
             self.scheduler.load_state_dict(common["scheduler"])
             progress = TrainingProgress(saved["step"], saved["consumed_samples"], saved.get("consumed_tokens", 0))
             if "rng_state" in state:
@@ -521,7 +532,7 @@ class CheckpointManager:
             progress.consumed_samples = saved.get("consumed_samples", 0)
         if not own and ck.reset_data:
             progress.consumed_samples = 0
-        return progress
+        return progress, schedule_note
 
     def _load_sharded(self, sd: dict, path: Path, saved_impl: str) -> dict:
         strategy = FullyParallelLoadStrategyWrapper(get_default_load_sharded_strategy(str(path)), self._dp_group())

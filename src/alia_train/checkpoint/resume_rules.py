@@ -21,6 +21,10 @@ Allowed, handled exactly:
   parallel.*           checkpoints are resharded on load (tp, pp, vpp, dp, distributed optimizer)
   train.steps          the run is extended or shortened; the LR schedule continues as saved
                        (megatron's use_checkpoint_opt_param_scheduler)
+  optim.lr, min_lr, warmup_steps, decay_steps, decay_style, weight_decay
+                       the schedule continues as saved, and the resume line names each
+                       setting that differs; optim.override_schedule=true applies the new
+                       values from the resumed step on
   data.cache_dir, checkpoint.*, logging.*, run.name   where things go, not what they are
 
 The fix offered for a refused change: keep the old value, or start a new run.dir from this
@@ -68,6 +72,38 @@ def _normalise(key: str, value):
     if isinstance(value, int) and key == "data.default_multiplier":
         return float(value)
     return value
+
+
+# The LR schedule as megatron's OptimizerParamScheduler saves it, and the settings it comes from.
+SCHEDULE_SETTINGS = {
+    "max_lr": "optim.lr",
+    "min_lr": "optim.min_lr",
+    "lr_warmup_steps": "optim.warmup_steps",
+    "lr_decay_steps": "optim.decay_steps (train.steps when unset)",
+    "lr_decay_style": "optim.decay_style",
+    "start_wd": "optim.weight_decay",
+}
+
+
+def schedule_changes(saved: dict, scheduler) -> list[tuple[str, object, object]]:
+    """(setting, saved value, this run's value) for each schedule value that differs; call
+    before the scheduler loads `saved` (which replaces its values)."""
+    return [
+        (key, saved[name], getattr(scheduler, name))
+        for name, key in SCHEDULE_SETTINGS.items()
+        if name in saved and saved[name] != getattr(scheduler, name)
+    ]
+
+
+def schedule_change_note(changes: list, override: bool) -> str:
+    """The part of the resume line that says what became of a changed LR schedule."""
+    if not changes:
+        return ""
+    what = ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
+    if override:
+        return f"; LR schedule from this run's settings (optim.override_schedule): {what}"
+    return (f"; LR schedule continues as saved, not as this run's settings ({what}): set "
+            "optim.override_schedule=true to apply them from this step on")
 
 
 def _short(value) -> str:

@@ -134,6 +134,11 @@ class OptimConfig:
     # torch's fused AdamW kernel (one kernel for all parameters) instead of its foreach or
     # per-parameter loops; used where megatron falls back to torch's AdamW (no apex / TE).
     fused_adam: bool = True
+    # On resume, the LR schedule (lr, min_lr, warmup, decay steps and style, weight decay)
+    # continues as saved in the checkpoint, and the resume says which of these settings differ.
+    # true: this run's values apply from the resumed step on (megatron's
+    # override_opt_param_scheduler), e.g. to decay over a longer train.steps.
+    override_schedule: bool = False
 
 
 @dataclass
