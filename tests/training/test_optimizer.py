@@ -71,7 +71,7 @@ def test_a_loaded_state_stays_fused(runtime):
 def test_a_state_saved_under_another_lr_loads(runtime, keep_saved_schedule):
     """megatron-core pairs saved and current param groups by a key that holds max_lr / min_lr:
     its own load fails once optim.lr changed. load_optimizer_state pairs them on the rest."""
-    from alia_train.training.optimizer import load_optimizer_state
+    from alia_train.checkpoint.optimizer_state import load_optimizer_state
 
     saved, _ = _train(True, torch.float32, steps=2)  # the tiny model's lr 3e-3, min_lr 3e-4
     state = saved.state_dict()

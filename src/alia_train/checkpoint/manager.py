@@ -46,6 +46,7 @@ from megatron.core.dist_checkpointing.strategies.fully_parallel import (
 )
 
 from alia_train.checkpoint import layout
+from alia_train.checkpoint.optimizer_state import load_optimizer_state
 from alia_train.checkpoint.resume_rules import (
     position_change_message,
     position_changes,
@@ -54,7 +55,6 @@ from alia_train.checkpoint.resume_rules import (
 )
 from alia_train.checkpoint.write_errors import CheckpointWriteError, explain, writer_logs_held
 from alia_train.config.schema import Config, ModelConfig
-from alia_train.training.optimizer import load_optimizer_state
 
 __all__ = ["CheckpointManager", "CheckpointMismatchError", "CheckpointWriteError", "TrainingProgress"]
 

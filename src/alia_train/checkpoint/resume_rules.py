@@ -17,10 +17,14 @@ Refused (they change the sample sequence):
 
 Allowed, handled exactly:
   train.global_batch_size / micro_batch_size   the next step starts at sample consumed_samples
-                       whatever the batch size (as megatron's batch-size ramp-up does)
+                       whatever the batch size (as megatron's batch-size ramp-up does); a new
+                       global batch size changes the sample order as train.steps does (below)
   parallel.*           checkpoints are resharded on load (tp, pp, vpp, dp, distributed optimizer)
   train.steps          the run is extended or shortened; the LR schedule continues as saved
-                       (megatron's use_checkpoint_opt_param_scheduler)
+                       (megatron's use_checkpoint_opt_param_scheduler). Not exact for the
+                       data: the training set is indexed for train.steps x GBS samples, and
+                       megatron's shuffle depends on that count, so the steps after the resume
+                       read another sample order (known gap; the position itself is kept)
   optim.lr, min_lr, warmup_steps, decay_steps, decay_style, weight_decay
                        the schedule continues as saved, and the resume line names each
                        setting that differs; optim.override_schedule=true applies the new

@@ -93,8 +93,9 @@ class Trainer:
 
         tr = self.cfg.train
         # Enough samples from the resumed position to the last step. Normally steps x GBS (the
-        # dataset, and so its sample order, stays the same on every resume); more when the run
-        # kept another run's data position (checkpoint.load without reset_data) or GBS grew.
+        # dataset, and so its sample order, stays the same on every resume with the same steps
+        # and GBS: megatron's shuffle depends on the count); more when the run kept another
+        # run's data position (checkpoint.load without reset_data) or GBS grew.
         p = self.progress
         remaining = max(tr.steps - p.step, 0) * tr.global_batch_size
         train_samples = max(tr.steps * tr.global_batch_size, p.consumed_samples + remaining)
