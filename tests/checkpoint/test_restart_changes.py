@@ -175,6 +175,8 @@ def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, refer
     # (past its end, min_lr), until optim.override_schedule applies this run's settings.
     assert "LR schedule continues as saved, not as this run's settings (" in text2
     assert "optim.decay_steps (train.steps when unset) 4 -> 8" in text2
+    assert "WARNING: train.steps 4 -> 8 re-indexes the training set" in text2  # a known gap, said
+    assert "re-indexes" not in text3  # resumed at the same train.steps: the same order
     min_lr = 3e-4  # configs/model/tiny.yaml
     assert all(abs(r["lr"] - min_lr) < 1e-12 for r in records[4:]), [r["lr"] for r in records]
     override = ["optim.override_schedule=true", "optim.lr=2e-3"]

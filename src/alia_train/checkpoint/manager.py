@@ -49,6 +49,7 @@ from alia_train.checkpoint import layout
 from alia_train.checkpoint.optimizer_state import load_optimizer_state
 from alia_train.checkpoint.resume_rules import (
     position_change_message,
+    order_change_note,
     position_changes,
     schedule_change_note,
     schedule_changes,
@@ -504,8 +505,8 @@ class CheckpointManager:
     def _load(self, path: Path, own: bool) -> tuple[TrainingProgress, str]:
         """Load `path`. Own checkpoint: everything, exactly. Another run's (checkpoint.load):
         weights always; optimizer, LR schedule and step unless checkpoint.reset_optimizer; the
-        data position unless checkpoint.reset_data. Also returns what became of a changed LR
-        schedule (a note for the resume line)."""
+        data position unless checkpoint.reset_data. Also returns what the resume line adds: what
+        became of a changed LR schedule, and a warning when the sample order changed."""
         ck = self.cfg.checkpoint
         common = dist_checkpointing.load_common_state_dict(str(path))
         has_optimizer = "scheduler" in common
@@ -532,7 +533,8 @@ class CheckpointManager:
             progress.consumed_samples = saved.get("consumed_samples", 0)
         if not own and ck.reset_data:
             progress.consumed_samples = 0
-        return progress, schedule_note
+        order_note = order_change_note(common.get("config_yaml"), self.cfg) if progress.consumed_samples else ""
+        return progress, schedule_note + order_note
 
     def _load_sharded(self, sd: dict, path: Path, saved_impl: str) -> dict:
         strategy = FullyParallelLoadStrategyWrapper(get_default_load_sharded_strategy(str(path)), self._dp_group())

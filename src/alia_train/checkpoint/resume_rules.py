@@ -24,7 +24,8 @@ Allowed, handled exactly:
                        (megatron's use_checkpoint_opt_param_scheduler). Not exact for the
                        data: the training set is indexed for train.steps x GBS samples, and
                        megatron's shuffle depends on that count, so the steps after the resume
-                       read another sample order (known gap; the position itself is kept)
+                       read another sample order (known gap, warned on the resume line;
+                       the position itself is kept)
   optim.lr, min_lr, warmup_steps, decay_steps, decay_style, weight_decay
                        the schedule continues as saved, and the resume line names each
                        setting that differs; optim.override_schedule=true applies the new
@@ -110,19 +111,36 @@ def schedule_change_note(changes: list, override: bool) -> str:
             "optim.override_schedule=true to apply them from this step on")
 
 
+def order_change_note(saved_config_yaml: str | None, cfg: Config) -> str:
+    """The part of the resume line that warns of a new sample order (see ORDER_SETTINGS)."""
+    changes = position_changes(saved_config_yaml, cfg, ORDER_SETTINGS)
+    if not changes:
+        return ""
+    what = ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
+    return (f"; WARNING: {what} re-indexes the training set: the position is kept, but the steps "
+            "from here read another sample order than before (some samples twice, some never)")
+
+
 def _short(value) -> str:
     text = str(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def position_changes(saved_config_yaml: str | None, cfg: Config) -> list[tuple[str, object, object]]:
-    """(setting, saved value, current value) for every POSITION_SETTINGS entry that differs."""
+# Settings that size the training set's index (train.steps x global batch size samples):
+# megatron's shuffle depends on that count, so a resume that changes one keeps the position but
+# reads another sample order from there on (a known gap, said on the resume line).
+ORDER_SETTINGS = ("train.steps", "train.global_batch_size")
+
+
+def position_changes(saved_config_yaml: str | None, cfg: Config,
+                     keys: tuple[str, ...] = POSITION_SETTINGS) -> list[tuple[str, object, object]]:
+    """(setting, saved value, current value) for every entry of `keys` that differs."""
     if not saved_config_yaml:
         return []  # e.g. a from-hf checkpoint: no data position to protect
     saved = config_tree(saved_config_yaml)
     current = asdict(cfg)
     changes = []
-    for key in POSITION_SETTINGS:
+    for key in keys:
         old, new = _get(saved, key), _get(current, key)
         if old is None:
             continue  # written before this key existed
