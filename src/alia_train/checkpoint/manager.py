@@ -48,8 +48,8 @@ from megatron.core.dist_checkpointing.strategies.fully_parallel import (
 from alia_train.checkpoint import layout
 from alia_train.checkpoint.optimizer_state import load_optimizer_state
 from alia_train.checkpoint.resume_rules import (
-    position_change_message,
     order_change_note,
+    position_change_message,
     position_changes,
     schedule_change_note,
     schedule_changes,

@@ -55,6 +55,11 @@ POSITION_SETTINGS = (
     "data.default_multiplier",
 )
 
+# Settings that size the training set's index (train.steps x global batch size samples):
+# megatron's shuffle depends on that count, so a resume that changes one keeps the position but
+# reads another sample order from there on (a known gap, said on the resume line).
+ORDER_SETTINGS = ("train.steps", "train.global_batch_size")
+
 
 def _get(tree: dict, dotted: str):
     node = tree
@@ -90,6 +95,10 @@ SCHEDULE_SETTINGS = {
 }
 
 
+def _arrows(changes: list[tuple[str, object, object]]) -> str:
+    return ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
+
+
 def schedule_changes(saved: dict, scheduler) -> list[tuple[str, object, object]]:
     """(setting, saved value, this run's value) for each schedule value that differs; call
     before the scheduler loads `saved` (which replaces its values)."""
@@ -104,32 +113,16 @@ def schedule_change_note(changes: list, override: bool) -> str:
     """The part of the resume line that says what became of a changed LR schedule."""
     if not changes:
         return ""
-    what = ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
+    what = _arrows(changes)
     if override:
         return f"; LR schedule from this run's settings (optim.override_schedule): {what}"
     return (f"; LR schedule continues as saved, not as this run's settings ({what}): set "
             "optim.override_schedule=true to apply them from this step on")
 
 
-def order_change_note(saved_config_yaml: str | None, cfg: Config) -> str:
-    """The part of the resume line that warns of a new sample order (see ORDER_SETTINGS)."""
-    changes = position_changes(saved_config_yaml, cfg, ORDER_SETTINGS)
-    if not changes:
-        return ""
-    what = ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
-    return (f"; WARNING: {what} re-indexes the training set: the position is kept, but the steps "
-            "from here read another sample order than before (some samples twice, some never)")
-
-
 def _short(value) -> str:
     text = str(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-# Settings that size the training set's index (train.steps x global batch size samples):
-# megatron's shuffle depends on that count, so a resume that changes one keeps the position but
-# reads another sample order from there on (a known gap, said on the resume line).
-ORDER_SETTINGS = ("train.steps", "train.global_batch_size")
 
 
 def position_changes(saved_config_yaml: str | None, cfg: Config,
@@ -147,6 +140,16 @@ def position_changes(saved_config_yaml: str | None, cfg: Config,
         if _normalise(key, old) != _normalise(key, new):
             changes.append((key, old, new))
     return changes
+
+
+def order_change_note(saved_config_yaml: str | None, cfg: Config) -> str:
+    """The part of the resume line that warns of a new sample order (see ORDER_SETTINGS)."""
+    changes = position_changes(saved_config_yaml, cfg, ORDER_SETTINGS)
+    if not changes:
+        return ""
+    what = _arrows(changes)
+    return (f"; WARNING: {what} re-indexes the training set: the position is kept, but the steps "
+            "from here read another sample order than before (some samples twice, some never)")
 
 
 def position_change_message(checkpoint: str, source_run: str, changes: list, own: bool) -> str:
