@@ -1,33 +1,37 @@
-"""The speed levers of the no-Transformer-Engine path on salamandra_2b, one GPU, one call.
+"""The speed levers of the no-Transformer-Engine path on the salamandra_2b recipe, one GPU, one call.
 
-    python benchmarks/train_levers.py --out DIR [--budget-s 420] [--dry-run]
+    python benchmarks/train_levers.py --out DIR [--budget-s 420] [--rehearse] [--print-shape]
 
 Runs benchmarks/train_throughput.py once per variant, each in its own process (fresh GPU
-memory; inductor's on-disk cache hands the compiled layer from one run to the next), in this
-order of priority:
+memory; inductor's on-disk cache hands the compiled layer from one run to the next), the most
+informative first, so that a budget cut drops the least:
 
   1. seq 4096, every lever on, and transformers' LlamaForCausalLM on the same batches;
-  2. seq 8192, the same;
-  3. seq 4096, each lever off in turn: its marginal effect is tokens/s with it on / off.
+  2. seq 4096, each lever off in turn: its marginal effect is tokens/s with it on / off;
+  3. seq 8192, every lever on, and the baseline.
 
 The levers are config keys (LEVERS_ON): train.compile, train.fused_swiglu, optim.fused_adam,
-train.loss_impl=chunked and train.recompute=none. Data-parallel overlap (parallel.overlap_*)
-needs two GPUs or more and is not measured here.
+train.loss_impl=chunked and train.recompute=none. One GPU has no data parallelism: the recipe's
+distributed optimizer and data-parallel overlap (parallel.*) are off, as they would do nothing
+but add buffers; they need several GPUs and are not measured here.
 
-No run is started that could overrun --budget-s (each is killed after --run-timeout-s); the
-ones left out are listed. Prints one table with both MFU conventions (ours, causal attention
-halved as Megatron-LM counts it, and PaLM's) and writes DIR/levers.log (every run's output),
-DIR/levers.json and DIR/levers.md (the rows for docs/performance.md).
+Every variant's config is validated as alia-train validates it before any run starts (a refused
+combination fails here, not after minutes of GPU time). No run is started that could overrun
+--budget-s (each is killed after --run-timeout-s); the ones left out are listed. DIR/levers.json
+is rewritten after every run, so what was measured survives a kill. Prints one table with both
+MFU conventions (ours, causal attention halved as Megatron-LM counts it, and PaLM's) and writes
+DIR/levers.log (every run's output) and DIR/levers.md (the rows for docs/performance.md).
 
---dry-run: a tiny model on the CPU, one step, compile off (tests/model/test_compile.py covers
-it on CPU): every variant's overrides are loaded and the first variant runs end to end through
-this script and train_throughput.py, so the GPU call cannot fail on a typo here.
+--rehearse: the same runs on the CPU, the model shrunk in width and depth and the sequences
+shortened (REHEARSAL_SHAPE), fewer steps: scripts/gpu_check.sh --rehearse, which CI runs.
+--print-shape: the overrides of the first run, one per line (scripts/gpu_check.sh plans them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +39,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHAPE = ["+model=salamandra_2b", "train.micro_batch_size=1", "train.global_batch_size=8",
-         "parallel.distributed_optimizer=false", "model.layer_impl=local"]
-DRY_SHAPE = ["+model=tiny", "model.num_layers=2", "model.vocab_size=4096", "train.micro_batch_size=1",
-             "train.global_batch_size=2", "parallel.distributed_optimizer=false", "train.device=cpu"]
+SHAPE = ["+model=salamandra_2b", "train.micro_batch_size=1", "train.global_batch_size=8", "model.layer_impl=local",
+         "parallel.distributed_optimizer=false", "parallel.overlap_grad_reduce=false",
+         "parallel.overlap_param_gather=false"]
+SEQS = (4096, 8192)
+# The same recipe on the CPU: width and depth shrunk (head dim 128 as in the 2B), a smaller
+# vocabulary and shorter sequences, so that all seven runs take a few minutes. torch.compile
+# traces the same graphs but runs them on eager kernels: inductor would generate C++ here, not
+# the GPU's Triton, at a minute of CPU per run (tests/model/test_compile.py covers it).
+REHEARSAL_SHAPE = [*SHAPE, "model.num_layers=2", "model.hidden_size=256", "model.ffn_hidden_size=680",
+                   "model.num_attention_heads=2", "model.num_query_groups=2", "model.vocab_size=8192",
+                   "train.compile_backend=aot_eager"]
+REHEARSAL_SEQS = (256, 512)
 LEVERS_ON = ["train.compile=true", "train.fused_swiglu=true", "optim.fused_adam=true",
              "train.loss_impl=chunked", "train.recompute=none"]
 # (lever, the override that turns it off)
@@ -52,33 +64,38 @@ LEVERS_OFF = [
 
 
 def variants(seqs: tuple[int, int]) -> list[dict]:
-    """Every run, most important first."""
-    runs = [{"name": f"all levers on, seq {s}", "seq": s, "off": None, "baseline": True} for s in seqs]
-    runs += [{"name": f"without {lever}, seq {seqs[0]}", "seq": seqs[0], "off": (lever, override),
+    """Every run, most informative first."""
+    first, second = seqs
+    runs = [{"name": f"all levers on, seq {first}", "seq": first, "off": None, "baseline": True}]
+    runs += [{"name": f"without {lever}, seq {first}", "seq": first, "off": (lever, override),
               "baseline": False} for lever, override in LEVERS_OFF]
+    runs.append({"name": f"all levers on, seq {second}", "seq": second, "off": None, "baseline": True})
     return runs
 
 
-def overrides_of(run: dict, shape: list[str], dry_run: bool) -> list[str]:
-    levers = [o for o in LEVERS_ON if run["off"] is None or o.split("=")[0] != run["off"][1].split("=")[0]]
+def overrides_of(run: dict, shape: list[str]) -> list[str]:
+    off_key = run["off"][1].split("=")[0] if run["off"] else None
+    levers = [o for o in LEVERS_ON if o.split("=")[0] != off_key]
     off = [run["off"][1]] if run["off"] else []
-    # On CPU the compile costs minutes: the dry run checks the plumbing, not inductor.
-    dry = ["train.compile=false"] if dry_run else []
-    return [*shape, f"train.seq_length={run['seq']}", *levers, *off, *dry]
+    return [*shape, f"train.seq_length={run['seq']}", *levers, *off]
 
 
-def check_overrides(runs: list[dict], shape: list[str], dry_run: bool) -> None:
-    """Load every variant's config first: a bad key fails here, before any GPU time is spent."""
+def check_overrides(runs: list[dict], shape: list[str]) -> None:
+    """Every variant loads and passes alia-train's validation for one GPU (with TE absent, as
+    model.layer_impl=local runs): a refused combination stops the call before any run."""
     from alia_train.config import load_config
+    from alia_train.config.validate import config_problems
 
     for run in runs:
-        load_config(overrides_of(run, shape, dry_run))
+        problems = config_problems(load_config(overrides_of(run, shape)), 1, cuda=True, te_available=False)
+        if problems:
+            sys.exit(f"train_levers: the run '{run['name']}' would be refused: " + "; ".join(problems))
 
 
 def run_one(run: dict, args, shape: list[str], log, tmp: Path) -> dict | None:
     out = tmp / "result.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(HERE / "train_throughput.py"), *overrides_of(run, shape, args.dry_run),
+    cmd = [sys.executable, str(HERE / "train_throughput.py"), *overrides_of(run, shape),
            "--random-tokens", "--steps", str(args.steps), "--warmup", str(args.warmup), "--json", str(out)]
     if not run["baseline"]:
         cmd.append("--no-baseline")
@@ -86,35 +103,52 @@ def run_one(run: dict, args, shape: list[str], log, tmp: Path) -> dict | None:
     log.flush()
     try:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_timeout_s)
+        failed = None if proc.returncode == 0 else f"exit {proc.returncode}"
     except subprocess.TimeoutExpired:
-        log.write(f"== killed after {args.run_timeout_s} s\n")
-        return None
-    if proc.returncode != 0 or not out.exists():
-        log.write(f"== exit {proc.returncode}\n")
-        return None
-    return json.loads(out.read_text())
+        failed = f"killed after {args.run_timeout_s:.0f} s"
+    if failed:
+        log.write(f"== {failed}\n")
+    # What the run measured before it failed or was killed is kept (alia-train's figures are
+    # written before the baseline starts).
+    return {**json.loads(out.read_text()), "failed": failed} if out.exists() else None
+
+
+def expected_seconds(took: list[float], timeout: float) -> float:
+    """How long the next run may take. The first run pays the cold compile and the baseline, so
+    the runs after it are the guide once there are any; until then, half the first."""
+    if not took:
+        return timeout
+    return min(timeout, 1.2 * max(took[1:]) if len(took) > 1 else 0.5 * took[0])
 
 
 def run_all(runs: list[dict], args, shape: list[str], out_dir: Path) -> tuple[list[dict], list[str]]:
-    """(the runs that finished, with their results; the names of those left out)."""
+    """(the runs that finished, with their results; the names of those left out). levers.json
+    is rewritten after each run."""
     done, left_out, took = [], [], []
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alia-levers-") as tmp, open(out_dir / "levers.log", "w") as log:
         for run in runs:
-            # Expect the next run to take as long as the longest so far (the first: its timeout).
-            expected = min(args.run_timeout_s, 1.2 * max(took)) if took else args.run_timeout_s
-            if time.monotonic() - start + expected > args.budget_s:
+            if time.monotonic() - start + expected_seconds(took, args.run_timeout_s) > args.budget_s:
                 left_out.append(f"{run['name']} (budget)")
                 continue
             began = time.monotonic()
             result = run_one(run, args, shape, log, Path(tmp))
             took.append(time.monotonic() - began)
-            if result is None:
-                left_out.append(f"{run['name']} (failed, see levers.log)")
-                continue
-            done.append({**run, "device": result["device"], "results": result["results"]})
-            print(f"done: {run['name']} ({time.monotonic() - start:.0f} s)", flush=True)
+            if result is not None:
+                done.append({**run, "device": result["device"], "results": result["results"],
+                             "seconds": round(took[-1], 1)})
+            if result is None or result["failed"]:
+                left_out.append(f"{run['name']} ({result['failed'] if result else 'failed'}, see levers.log)")
+            print(f"{'done' if result else 'FAILED'}: {run['name']} ({took[-1]:.0f} s; "
+                  f"{time.monotonic() - start:.0f} s in all)", flush=True)
+            write_json(out_dir, done, left_out)
     return done, left_out
+
+
+def write_json(out_dir: Path, done: list[dict], left_out: list[str]) -> None:
+    tmp = out_dir / "levers.json.tmp"
+    tmp.write_text(json.dumps({"runs": done, "left_out": left_out}, indent=1))
+    tmp.replace(out_dir / "levers.json")
 
 
 def _row(name: str, r: dict) -> str:
@@ -143,6 +177,8 @@ def summary(done: list[dict]) -> tuple[list[str], list[str]]:
             md.append(f"| {d['seq']} | {alia['tokens_per_sec']:,.0f} | {alia['tflops_per_gpu']:.0f} | "
                       f"{100 * alia['mfu']:.1f}% | {100 * alia['mfu_palm']:.1f}% | {alia['peak_mem_gb'] or 0:.1f} | "
                       f"{hf['tokens_per_sec']:,.0f} | {ratio:.2f} | {d['device']} |")
+    if done:
+        lines.append(f"median seconds per run: {statistics.median(d['seconds'] for d in done):.0f}")
     return lines, md
 
 
@@ -150,16 +186,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="levers_out")
     parser.add_argument("--budget-s", type=float, default=420)
-    parser.add_argument("--run-timeout-s", type=float, default=240)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--run-timeout-s", type=float, default=200)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 5; 2 with --rehearse)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 1 with --rehearse)")
+    parser.add_argument("--rehearse", action="store_true", help="the same runs on the CPU, shrunk")
+    parser.add_argument("--print-shape", action="store_true", help="print the first run's overrides and exit")
     args = parser.parse_args()
-    shape = DRY_SHAPE if args.dry_run else SHAPE
-    runs = variants((32, 64) if args.dry_run else (4096, 8192))
-    check_overrides(runs, shape, args.dry_run)
-    if args.dry_run:
-        args.steps, args.warmup, runs = 1, 1, runs[:1]
+    shape, seqs = (REHEARSAL_SHAPE, REHEARSAL_SEQS) if args.rehearse else (SHAPE, SEQS)
+    runs = variants(seqs)
+    if args.print_shape:
+        print("\n".join(overrides_of(runs[0], shape)))
+        return 0
+    args.steps = args.steps or (2 if args.rehearse else 5)
+    args.warmup = args.warmup or (1 if args.rehearse else 2)
+    check_overrides(runs, shape)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, left_out = run_all(runs, args, shape, out_dir)
@@ -167,9 +207,8 @@ def main() -> int:
     print("\n".join(lines))
     if left_out:
         print("left out: " + "; ".join(left_out))
-    (out_dir / "levers.json").write_text(json.dumps({"runs": done, "left_out": left_out}, indent=1))
     (out_dir / "levers.md").write_text("\n".join(md) + "\n")
-    return 0 if done and not any("failed" in x for x in left_out) else 1
+    return 0 if done and not any("budget" not in x for x in left_out) else 1
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ trains on random token batches over `model.vocab_size` instead of the data pipel
 same FLOPs; the baseline trains on the same batches). Without it the config's vocabulary must be
 the tokenizer's. scripts/gpu_check.sh runs it that way for salamandra_2b.
 
-On a CPU machine it runs too (fp32, for a smoke test of the script), but the numbers mean
-nothing there.
+The baseline is built directly on the device in the run's precision (bf16 on a GPU), not in fp32
+on the CPU and then moved. With --json, alia-train's figures are written as soon as they are
+measured, before the baseline starts; where transformers is not installed the baseline is left
+out, saying so, and the figures stand.
+
+On a CPU machine it runs too (the run's precision, fp32 by default: scripts/gpu_check.sh
+--rehearse), but the numbers mean nothing there.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import gc
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -120,7 +126,6 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
     cfg = load_config(overrides)
     cfg.train.steps = steps + warmup
     cfg.checkpoint.save_on_signal = False
-    cuda = torch.cuda.is_available()
     tr = cfg.train
     stand_in = None
     if random_tokens:
@@ -130,6 +135,7 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
     options = RunOptions(trackers=False, with_data=not random_tokens, tokenizer=stand_in)
     try:
         with open_run(cfg, detect_launch_env(), options) as trainer:
+            cuda, dtype = trainer.rt.cuda, trainer.rt.dtype  # train.device and precision, resolved
             batches, elapsed, results, peak_gb = _alia_steps(trainer, steps, warmup, random_tokens, cuda)
     except RunError as e:
         hint = "; or pass --random-tokens to train the model's own vocabulary" if str(e).startswith("model.vocab_size") else ""
@@ -142,6 +148,8 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
     result = {
         "system": "alia-train",
         "layer_impl": "te" if uses_te(cfg, cuda) else "local+sdpa",
+        "device": "cuda" if cuda else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
         "tokens_per_sec": tokens_per_sec,
         "tflops_per_gpu": tokens_per_sec * flops_per_token / 1e12,
         "mfu": mfu(tokens_per_sec, flops_per_token, cfg.cluster.peak_tflops),
@@ -161,7 +169,10 @@ def bench_alia(overrides: list[str], steps: int, warmup: int, random_tokens: boo
 
 
 def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps: int, warmup: int,
-             flops_per_token: float, peak_tflops: float, palm_flops_per_token: float) -> dict:
+             flops_per_token: float, peak_tflops: float, palm_flops_per_token: float,
+             device: str, dtype_name: str) -> dict:
+    """The same shape as transformers' LlamaForCausalLM on `device` in `dtype_name` (alia-train's
+    run: its device and precision), trained on the same micro-batches."""
     import torch
     import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -169,9 +180,8 @@ def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps
     from alia_train.config import load_config
 
     m = load_config(model_overrides).model
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    dtype = torch.bfloat16 if cuda else torch.float32
+    cuda = device == "cuda"
+    dtype = getattr(torch, dtype_name)
     config = LlamaConfig(
         vocab_size=shape["vocab"], hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
         num_hidden_layers=shape["layers"], num_attention_heads=m.num_attention_heads,
@@ -180,7 +190,15 @@ def bench_hf(shape: dict, model_overrides: list[str], batches: list[dict], steps
         attention_bias=False, mlp_bias=False, torch_dtype=dtype,
     )
     config._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    # Built where it runs, in its precision: initialising 2B parameters in fp32 on the CPU and
+    # moving them takes minutes of a GPU call's budget.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=cuda)
@@ -238,19 +256,22 @@ def main() -> int:
     quiet_libraries()  # before torch / megatron-core are imported, as the CLIs do
     import torch
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory(prefix="alia-train-bench-") as tmp:
         # A run directory of its own unless one is given: a benchmark never touches a real run.
         run_dir = [] if any(o.startswith("run.dir=") for o in overrides) else [f"run.dir={tmp}"]
         alia, batches = bench_alia([*overrides, *run_dir], args.steps, args.warmup, args.random_tokens)
+    device = torch.cuda.get_device_name() if alia["device"] == "cuda" else "cpu"
     rows = [alia]
+    report = {"device": device, "overrides": overrides, "results": rows}
+    _write(args.json, report)  # alia-train's figures are kept whatever the baseline does
     if not args.no_baseline:
-        from alia_train.config import load_config
-
-        cluster = load_config(overrides).cluster
-        model_overrides = [o for o in overrides if o.startswith(("+model=", "model."))]
-        rows.append(bench_hf(alia["shape"], model_overrides, batches, args.steps, args.warmup,
-                             alia["flops_per_token"], cluster.peak_tflops, alia["palm_flops_per_token"]))
+        hf = _baseline(alia, overrides, batches, args)
+        if isinstance(hf, str):
+            report["baseline_left_out"] = hf
+            print(f"baseline left out: {hf}")
+        else:
+            rows.append(hf)
+            _write(args.json, report)
     print(f"device: {device}; shape: {alia['shape']}; {args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'system':52s} {'tokens/s':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'PaLM MFU':>9s} {'peak GB':>8s}")
     for r in rows:
@@ -259,10 +280,29 @@ def main() -> int:
               f" {100 * r['mfu_palm']:8.1f}% {mem:>8s}")
     if len(rows) == 2:
         print(f"alia-train / transformers tokens/s ratio: {rows[0]['tokens_per_sec'] / rows[1]['tokens_per_sec']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device, "overrides": overrides, "results": rows}, f, indent=1)
     return 0
+
+
+def _baseline(alia: dict, overrides: list[str], batches: list[dict], args) -> dict | str:
+    """transformers' figures on the same batches, or why there are none."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        return f"transformers cannot be imported ({e}); pip install 'alia-train[hf]'"
+    from alia_train.config import load_config
+
+    cluster = load_config(overrides).cluster
+    model_overrides = [o for o in overrides if o.startswith(("+model=", "model."))]
+    return bench_hf(alia["shape"], model_overrides, batches, args.steps, args.warmup, alia["flops_per_token"],
+                    cluster.peak_tflops, alia["palm_flops_per_token"], alia["device"], alia["dtype"])
+
+
+def _write(path: str | None, report: dict) -> None:
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

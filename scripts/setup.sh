@@ -4,6 +4,10 @@
 #   bash scripts/setup.sh          the runtime only (what the demo needs)
 #   bash scripts/setup.sh dev      plus the test tools (scripts/test.sh asks for this)
 #   bash scripts/setup.sh dev,tb   several extras, comma-separated (see pyproject.toml)
+#   ALIA_TORCH_INDEX_URL=URL bash scripts/setup.sh
+#                                  torch from that index first: the build for the site's NVIDIA
+#                                  driver (PyPI's newest torch is built for CUDA 13, which needs
+#                                  driver 580 or newer); see docs/cluster.md
 # Idempotent: installs only when pyproject.toml changed or an extra is asked for that is not
 # installed yet. One .venv serves every order (demo then tests, tests then demo): the stamp
 # records what is installed, and extras are never taken away.
@@ -42,7 +46,9 @@ fi
 # The stamp: "<sha256 of pyproject.toml> <installed extras or ->". A stamp of one field was
 # written by the earlier set-up, which always installed [dev].
 stamp=.venv/.alia-train-installed
-want_sha=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# A torch index of its own is part of what is installed (without one: the hash of pyproject.toml).
+want_sha=$({ cat pyproject.toml; [ -z "${ALIA_TORCH_INDEX_URL:-}" ] || echo "torch index $ALIA_TORCH_INDEX_URL"; } |
+    sha256sum | cut -d' ' -f1)
 want=$(normalize_extras "${1:-}")
 have_sha="" have=""
 if [ -f "$stamp" ]; then
@@ -54,6 +60,11 @@ all=$(normalize_extras "$have,$want")
 if [ "$have_sha" != "$want_sha" ] || [ "$all" != "$have" ]; then
     echo "setup: installing alia-train${all:+ [$all]} and its dependencies into .venv (torch is large: a few minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
+    if [ -n "${ALIA_TORCH_INDEX_URL:-}" ]; then
+        torch_req=$(grep -o '"torch[^"]*"' pyproject.toml | tr -d '"')  # the range pyproject.toml allows
+        echo "setup: $torch_req from $ALIA_TORCH_INDEX_URL"
+        .venv/bin/python -m pip install --quiet --no-compile --index-url "$ALIA_TORCH_INDEX_URL" "$torch_req"
+    fi
     # Bytecode is compiled afterwards on every core: pip compiles file by file on one, which
     # was half of the install's time (148 s -> 69 s + 48 s on 2 cores).
     .venv/bin/python -m pip install --quiet --no-compile -e ".${all:+[$all]}"

@@ -72,6 +72,7 @@ SHARED_SESSION_DIRS = {"convert"}
 # The longest units (pytest --durations on a 2-core machine), handed out first so that none of
 # them starts last and runs alone. Order only: a name missing here changes nothing else.
 LONGEST_FIRST = [
+    "gpu/test_rehearsal.py",
     "checkpoint/test_restart_changes.py",
     "checkpoint/test_resume.py",
     "recipes/test_recipes.py",
@@ -84,6 +85,8 @@ LONGEST_FIRST = [
     "model/test_chunked_loss.py",
     "model/test_context_parallel.py",
     "cli/test_train.py",
+    "training/test_run_growth.py",
+    "model/test_compile.py",
 ]
 
 
@@ -115,9 +118,15 @@ def _longest_units_first(config, items) -> None:
     items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))
 
 
+def gpu_rehearsal() -> bool:
+    """scripts/gpu_check.sh --rehearse: the tests marked `gpu` run on the CPU, those that need a
+    GPU's kernels or NCCL skip themselves (tests/gpu/test_gpu.py)."""
+    return os.environ.get("ALIA_GPU_REHEARSAL") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` are skipped, with the reason, where torch sees no CUDA GPU. In xdist
-    workers, the longest units of work go first."""
+    """Tests marked `gpu` are skipped, with the reason, where torch sees no CUDA GPU (unless
+    this is the GPU check's rehearsal). In xdist workers, the longest units of work go first."""
     _longest_units_first(config, items)
     try:
         import torch
@@ -125,10 +134,10 @@ def pytest_collection_modifyitems(config, items):
         cuda = torch.cuda.is_available()
     except ImportError:
         cuda = False
-    if cuda:
+    if cuda or gpu_rehearsal():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on one)")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):  # not `"gpu" in keywords`: that is true of tests/gpu/'s every file
             item.add_marker(skip)
 

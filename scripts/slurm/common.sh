@@ -6,8 +6,9 @@
 #   1. site setup (modules / venv / container: the one marked block below);
 #   2. the NCCL / CUDA / offline environment of the BSC launchers;
 #   3. MASTER_ADDR / MASTER_PORT from the job's node list and id;
-#   4. `srun` one alia-train task per GPU (rank, world and local rank come from SLURM_PROCID,
-#      SLURM_NTASKS and SLURM_LOCALID), Hydra overrides passed through;
+#   4. `srun` one alia-train task per GPU, with the job's --cpus-per-task (rank, world and local
+#      rank come from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID), Hydra overrides passed
+#      through;
 #   5. signals (docs/cluster.md, "Signals"): SIGUSR1 (Slurm's --signal=B:USR1@<grace>, sent to
 #      this batch shell only) is forwarded to the srun step: the training saves a checkpoint at
 #      the next step boundary and exits with 75 (EXIT_RESUME). A USR1 that comes before the
@@ -30,11 +31,16 @@
 #   ALIA_MAX_REQUEUES stop requeueing after this many restarts (default 100)
 #   ALIA_SIGNAL_SETTLE_S  hold a USR1 that comes this soon after the step started, until the
 #                     tasks have installed their handlers (default 20)
+#   ALIA_USR1_LEAD_S  the lead of the header's --signal=B:USR1@<lead> (default 600); set it when
+#                     overriding --signal on the sbatch command line
+#   ALIA_MIN_TRAIN_S  a USR1 from the time limit sooner than this after the start means --time
+#                     is too short for the warning: no requeue, exit 2 (default 300)
 
 set -euo pipefail
 
 readonly ALIA_EXIT_RESUME=75  # checkpoint saved on USR1: requeue
 readonly ALIA_EXIT_STOPPED=143 # checkpoint saved on TERM: stop for good
+readonly ALIA_EXIT_CONFIG=2    # the job's own settings are wrong (its --time, below)
 
 alia_log() {
   printf '[alia-slurm %s] %s\n' "$(date '+%F %T')" "$*"
@@ -81,7 +87,8 @@ alia_environment() {
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
   export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"
   export HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
-  # Each task picks its GPU by SLURM_LOCALID; Slurm's CPU binding would fight the data workers.
+  # Each task picks its GPU itself (by SLURM_LOCALID, or the only one it sees); Slurm's CPU
+  # binding would fight the data workers.
   export SLURM_CPU_BIND=none
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
   export PYTHONUNBUFFERED=1
@@ -91,9 +98,10 @@ alia_rendezvous() {
   local hosts
   mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
   export MASTER_ADDR="${MASTER_ADDR:-${hosts[0]}}"
-  # Derived from the job id (as alia_train.parallel.launch_env does), so that two jobs sharing
-  # a node do not collide, and a requeued job gets the same port.
-  export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+  # Derived from the job id (as alia_train.parallel.launch_env.slurm_master_port does), so that
+  # two jobs sharing a node do not collide, and a requeued job gets the same port; 10000-29999
+  # is below the kernel's ephemeral ports (32768-60999), which any outgoing connection may hold.
+  export MASTER_PORT="${MASTER_PORT:-$((10000 + SLURM_JOB_ID % 20000))}"
 }
 
 alia_tasks_per_node() {
@@ -125,6 +133,8 @@ ALIA_STEP_PID=
 ALIA_STEP_STARTED=
 ALIA_PENDING_SIGNAL=
 ALIA_GOT_TERM=0
+ALIA_USR1_AT=   # seconds after the job started that the first USR1 came
+ALIA_USR1_LEFT= # and the seconds the job then had left (empty: unknown)
 
 # Trapped SIGTERM (scancel, the time limit, preemption): Slurm sends it to every process of the
 # job itself. Not forwarded: srun takes SIGTERM as "abort the step", and a second one as "kill
@@ -138,6 +148,10 @@ alia_note_term() {
 alia_forward_signal() {
   local sig=$1
   alia_log "got SIG$sig: asking the training to checkpoint at the next step boundary, then requeue"
+  if [[ $sig == USR1 && -z $ALIA_USR1_AT ]]; then
+    ALIA_USR1_AT=$SECONDS
+    ALIA_USR1_LEFT=$(alia_time_left_s)
+  fi
   if [[ -z $ALIA_STEP_PID ]]; then
     # Before the step: handed to it in its environment (ALIA_STOP_SIGNAL), no signal needed.
     ALIA_PENDING_SIGNAL=$sig
@@ -185,8 +199,39 @@ alia_wait_step() {
   ALIA_STEP_RC=$status
 }
 
+# Seconds before the job's time limit (squeue's %L: [D-]HH:MM:SS, MM:SS or SS); nothing when
+# unknown or unlimited.
+alia_time_left_s() {
+  local left days=0 h=0 m=0 s=0 parts
+  left=$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null) || return 0
+  left=${left//[[:space:]]/}
+  [[ $left =~ ^(([0-9]+)-)?([0-9]+)(:([0-9]+))?(:([0-9]+))?$ ]] || return 0
+  [[ -z ${BASH_REMATCH[2]} ]] || days=${BASH_REMATCH[2]}
+  IFS=: read -r -a parts <<<"${left#*-}"
+  case ${#parts[@]} in
+    3) h=${parts[0]} m=${parts[1]} s=${parts[2]} ;;
+    2) m=${parts[0]} s=${parts[1]} ;;
+    1) s=${parts[0]} ;;
+  esac
+  echo $((((10#$days * 24 + 10#$h) * 60 + 10#$m) * 60 + 10#$s))
+}
+
+# True when the USR1 was Slurm's timed warning arriving right at the start: the job's --time is
+# not much longer than the warning's lead (--signal=B:USR1@<lead>, ALIA_USR1_LEAD_S, the
+# headers' 600), so every requeued job would be warned at once, checkpoint and requeue again,
+# forever. A USR1 sent by hand early in a long job has much time left and is not this.
+alia_time_limit_too_short() {
+  local min_run=${ALIA_MIN_TRAIN_S:-300} lead=${ALIA_USR1_LEAD_S:-600}
+  [[ -n $ALIA_USR1_AT && -n $ALIA_USR1_LEFT ]] || return 1
+  ((ALIA_USR1_AT < min_run && ALIA_USR1_LEFT < min_run + lead))
+}
+
 alia_requeue() {
   local restarts=${SLURM_RESTART_COUNT:-0} max=${ALIA_MAX_REQUEUES:-100}
+  if alia_time_limit_too_short; then
+    alia_log "checkpoint saved; not requeueing: SIGUSR1 came ${ALIA_USR1_AT}s after the job started, with ${ALIA_USR1_LEFT}s left before its time limit: the job's --time leaves no time to train after Slurm's USR1 warning (--signal=B:USR1@${ALIA_USR1_LEAD_S:-600}), so every requeue would stop at once again. Submit again with a --time well above the warning, or a shorter warning; it resumes from the checkpoint"
+    return "$ALIA_EXIT_CONFIG"
+  fi
   if ((ALIA_GOT_TERM)); then
     alia_log "checkpoint saved; not requeueing: this job got SIGTERM (cancelled, timed out or preempted)"
     return "$ALIA_EXIT_RESUME"
@@ -239,9 +284,12 @@ alia_slurm_main() {
   fi
   # --kill-on-bad-exit=0: ranks leaving with 75 after a checkpoint must not have srun kill the
   # others (srun would then report a signal instead of 75). --wait bounds a hang after one rank
-  # has ended.
+  # has ended. Since Slurm 22.05 srun no longer inherits the job's --cpus-per-task: without it
+  # the step is sized for one CPU per task, under tasks running OMP_NUM_THREADS threads.
+  local step_opts=(--kill-on-bad-exit=0 --wait=300 --cpu-bind=none)
+  [[ -z ${SLURM_CPUS_PER_TASK:-} ]] || step_opts+=("--cpus-per-task=$SLURM_CPUS_PER_TASK")
   ALIA_STEP_STARTED=$SECONDS
-  srun --kill-on-bad-exit=0 --wait=300 --cpu-bind=none "${cmd[@]}" &
+  srun "${step_opts[@]}" "${cmd[@]}" &
   ALIA_STEP_PID=$!
   # A signal trapped after the export above but before ALIA_STEP_PID was set.
   if [[ -n $ALIA_PENDING_SIGNAL && $ALIA_PENDING_SIGNAL != "${ALIA_STOP_SIGNAL:-}" ]]; then
@@ -252,8 +300,9 @@ alia_slurm_main() {
 
   case $ALIA_STEP_RC in
     "$ALIA_EXIT_RESUME")
-      alia_requeue && return 0
-      return "$ALIA_EXIT_RESUME"
+      local rc=0
+      alia_requeue || rc=$?
+      return "$rc"
       ;;
     "$ALIA_EXIT_STOPPED")
       alia_log "the training stopped on SIGTERM (after its checkpoint, if it had started training); not requeueing: resubmit the same command to continue"

@@ -175,8 +175,9 @@ def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, refer
     # (past its end, min_lr), until optim.override_schedule applies this run's settings.
     assert "LR schedule continues as saved, not as this run's settings (" in text2
     assert "optim.decay_steps (train.steps when unset) 4 -> 8" in text2
-    assert "WARNING: train.steps 4 -> 8 re-indexes the training set" in text2  # a known gap, said
-    assert "re-indexes" not in text3  # resumed at the same train.steps: the same order
+    # The sample order does not depend on train.steps: the resume reads on from its position.
+    assert "train.steps 4 -> 8: the same sample order, read on from the consumed samples" in text2
+    assert "WARNING" not in text2 and "sample order" not in text3  # the same train.steps: nothing to say
     min_lr = 3e-4  # configs/model/tiny.yaml
     assert all(abs(r["lr"] - min_lr) < 1e-12 for r in records[4:]), [r["lr"] for r in records]
     override = ["optim.override_schedule=true", "optim.lr=2e-3"]
@@ -193,3 +194,26 @@ def layout_checkpoints(run_dir: Path) -> list[Path]:
     from alia_train.checkpoint import layout
 
     return layout.complete_checkpoints(run_dir)
+
+
+def test_switching_the_distributed_optimizer_is_refused_before_loading(tmp_path, cache, reference_dir):
+    """parallel.distributed_optimizer changed on resume, either way: megatron stores the two
+    optimizer states differently and failed deep in dist_checkpointing on every rank. Refused
+    in one line naming the setting, the saved value and both ways out; the weights-only way
+    works."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    stage = tmp_path / "stage"  # the way out: another run's weights, a fresh distributed optimizer
+    finish(command(stage, cache, f"checkpoint.load={reference_dir}", "checkpoint.reset_optimizer=true",
+                   "parallel.distributed_optimizer=true", steps=2), tmp_path / "stage.txt")
+    for source, now, was in ((run_dir, "true", "false"), (stage, "false", "true")):
+        before = sorted(p.name for p in (source / "checkpoints").iterdir())
+        proc = subprocess.run(command(source, cache, f"parallel.distributed_optimizer={now}", steps=STEPS + 2),
+                              capture_output=True, text=True, env=subprocess_env(), timeout=600)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        errors = _errors(proc.stderr)
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert f"written with parallel.distributed_optimizer={was} and this run has {now}" in errors[0]
+        assert f"set parallel.distributed_optimizer={was}, or start a new run.dir with checkpoint.load={source} " \
+               "checkpoint.reset_optimizer=true" in errors[0]
+        assert sorted(p.name for p in (source / "checkpoints").iterdir()) == before

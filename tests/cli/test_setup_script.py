@@ -4,8 +4,10 @@ the network-heavy install is replaced, as the Slurm tests replace sbatch)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,19 @@ def test_bytecode_is_compiled_after_the_install_on_every_core(root):
     install = next(i for i, line in enumerate(lines) if " -e " in f" {line} ")
     assert "--no-compile" in lines[install].split()
     assert any(line.startswith("-m compileall -q -j 0") for line in lines[install + 1:]), lines
+
+
+def test_a_torch_index_installs_torch_from_it_first(root):
+    """ALIA_TORCH_INDEX_URL (a torch build for the site's driver) is used for torch, in the range
+    pyproject.toml allows, before the project; changing it reinstalls."""
+    log = root / ".venv" / "pip.log"
+    env = {**os.environ, "ALIA_TORCH_INDEX_URL": "file:///site/torch-cu126"}
+    proc = subprocess.run(["bash", str(root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    torch_line = next(i for i, line in enumerate(lines) if "--index-url file:///site/torch-cu126" in line)
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert lines[torch_line].endswith(next(d for d in deps if d.startswith("torch")))
+    assert torch_line < next(i for i, line in enumerate(lines) if " -e " in f" {line} ")
+    assert _setup(root) == ["."]  # without the index now: reinstalled

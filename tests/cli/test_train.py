@@ -127,3 +127,25 @@ def test_config_dir_trains_with_a_users_data_group(tmp_path):
     assert [r["step"] for r in train] == [1, 2]
     assert {k for r in train for k in r if k.startswith("tokens/")} <= {"tokens/eu", "tokens/gl"}
     assert not (run_dir / "data_cache" / "sample").exists(), "the sample corpus must not be used"
+
+
+def test_a_run_of_non_finite_steps_stops_in_one_line_and_saves_none_of_them(tmp_path):
+    """Issue #24: optim.lr=1e6 under skip made every step after the second non-finite (NaN
+    gradients, finite loss), and the run still "finished" and saved those weights."""
+    from alia_train.exit_codes import EXIT_NONFINITE
+
+    proc = _run([cli("alia-train"), "+model=tiny", "train.steps=8", "optim.lr=1e6", "train.on_nonfinite=skip",
+                 "train.max_skipped_steps=2", "checkpoint.interval=1", "train.global_batch_size=2",
+                 "train.micro_batch_size=2", "train.seq_length=64", "logging.console=plain", "run.dir=run"], tmp_path)
+    assert proc.returncode == EXIT_NONFINITE, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("alia-train: error: non-finite gradients at step 5 (loss "), errors
+    assert "3 non-finite steps in a row (steps 3-5), more than train.max_skipped_steps=2" in errors[0]
+    assert [line for line in proc.stdout.splitlines() if "step skipped" in line][-1].startswith(
+        "[alia-train] WARNING: non-finite gradients at step 4")
+    assert "training finished" not in proc.stdout
+    # The saves due at the skipped steps 3 and 4 were not made: `latest` is the one before them.
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000001", "step_00000002"]
+    assert (checkpoints / "latest").read_text().strip() == "step_00000002"

@@ -104,3 +104,18 @@ def test_cli_exits_2_before_starting(tmp_path):
     assert out.returncode == 2
     assert "alia-train: error: parallel.tp: 3 does not divide model.num_attention_heads 4" in out.stderr
     assert not (tmp_path / "r").exists(), "nothing may be written for an invalid config"
+
+
+def test_a_gpu_cluster_without_a_gpu_is_refused_in_one_line():
+    """train.device=auto on a cluster config where torch sees no GPU (a torch built for a newer
+    CUDA than the driver) would start every rank on the CPU over gloo: refused, the fix named."""
+    import torch
+
+    cfg = load_config(["+model=tiny", "cluster=marenostrum5"])
+    (problem,) = [p for p in config_problems(cfg, 1, cuda=False, te_available=False) if p.startswith("train.device")]
+    assert "cluster=marenostrum5 is a GPU cluster" in problem and torch.__version__ in problem
+    assert "ALIA_TORCH_INDEX_URL" in problem and "train.device=cpu" in problem and "\n" not in problem
+    assert not config_problems(cfg, 1, cuda=True, te_available=False)  # the same on a GPU: fine
+    assert not config_problems(load_config(["+model=tiny", "cluster=marenostrum5", "train.device=cpu"]), 1,
+                               cuda=False, te_available=False)  # on the CPU on purpose
+    assert not config_problems(load_config(["+model=tiny"]), 1, cuda=False, te_available=False)  # local

@@ -168,3 +168,29 @@ def test_damaged_checkpoint_writes_nothing(layouts, tmp_path, marker):
         export_to_hf(ckpt, tmp_path / "out", **QUIET)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob("out.partial-*"))
+
+
+def test_cli_refuses_a_checkpoint_overwritten_at_the_same_size(layouts, tmp_path):
+    """64 bytes of a weight zeroed in place: sizes still match COMPLETE, only the CRC-32 that
+    alia-train checks before loading tells. The real command refuses in one line naming the
+    file, and leaves no export (nor a partial one)."""
+    import shutil
+    import subprocess
+
+    from alia_train.convert.dist_reader import DistCheckpointReader
+    from conftest import cli, subprocess_env
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(layouts / "tp1" / "checkpoints" / "step_00000003", ckpt)
+    storage = DistCheckpointReader(ckpt).metadata.storage_data
+    info = next(v for k, v in storage.items() if k.fqn == "output_layer.weight")
+    with open(ckpt / info.relative_path, "r+b") as f:
+        f.seek(info.offset + info.length // 2)
+        f.write(bytes(64))
+    proc = subprocess.run([cli("alia-convert"), "to-hf", str(ckpt), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("alia-convert: error: ")
+    assert f"file {info.relative_path} is corrupted (CRC-32" in proc.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.partial-*"))

@@ -220,10 +220,12 @@ def test_document_ranges_are_megatrons(bundle, shards):
     matrix = split_matrix(cfg.data.split)
     assert matrix == [(0, 0.95), (0.95, 1.0), None]
     documents = {s.path: read_index_info(s.path).documents for s in shards}
-    for ds in b.train.blended.datasets:
+    for source in b.train.blended.sources:
+        ds = source.epoch  # megatron's GPTDataset of one epoch
         assert np.array_equal(ds.indices, np.arange(*doc_range(documents[ds.dataset_path], matrix, 0)))
     for lang, vds in b.valid.items():
-        ds = vds.blended  # one source per language: the GPTDataset itself
+        (source,) = vds.blended.sources  # one source per language
+        ds = source.epoch
         assert np.array_equal(ds.indices, np.arange(*doc_range(documents[ds.dataset_path], matrix, 1)))
     assert doc_range(10, split_matrix("98,2,0"), 1) == (10, 10)  # empty, as megatron rounds it
     assert split_matrix("100,0,0")[1] is None and doc_range(7, split_matrix("100,0,0"), 1) == (0, 0)

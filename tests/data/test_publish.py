@@ -145,11 +145,12 @@ def test_shards_changed_after_publishing_are_never_up_to_date(tmp_path, sets):
     tokenize(opts)
     es_bin, es_idx = Path(f"{prefix}_es.bin"), Path(f"{prefix}_es.idx")
 
-    # Same size, other bytes: only the checksum can tell; "up to date" checks it.
+    # Same size, other bytes: the start-up check sees the modification time (a stat), "up to
+    # date" the checksum.
     data = bytearray(es_bin.read_bytes())
     data[100:108] = bytes(8)
     es_bin.write_bytes(bytes(data))
-    assert source_problem(str(prefix) + "_es") is None  # start-up checks sizes only (cheap)
+    assert "modified after the manifest was written" in source_problem(str(prefix) + "_es")
     log: list[str] = []
     tokenize(opts, log=log.append)
     assert "content differs from the manifest" in log[0] and "redoing" in log[0]
@@ -220,3 +221,37 @@ def test_a_read_only_output_directory_is_refused_before_any_work(tmp_path, sets)
             subprocess.run(["umount", str(directory)], check=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "is not writable" in proc.stderr and "choose another path" in proc.stderr
+
+
+def test_a_second_tokenize_into_a_prefix_in_use_is_refused(tmp_path, sets):
+    """Two `tokenize --force` into one prefix at once, with different inputs: the first holds
+    PREFIX.lock (paused just before it publishes); the second is refused in one line naming
+    it and the prefix, and the first then publishes its own set, intact."""
+    import os
+    import time
+
+    prefix = tmp_path / "c"
+    hold = tmp_path / "hold"
+    first = subprocess.Popen([sys.executable, KILL_AT, str(tmp_path / "*.stats.json"), "1", "hold",
+                              *map(str, _tokenize_args(sets, "old", prefix, "--force"))],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "ALIA_TEST_HOLD": str(hold)})
+    try:
+        deadline = time.monotonic() + 120
+        while not hold.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        second = _alia_data(*_tokenize_args(sets, "new", prefix, "--force"))
+    finally:
+        hold.unlink(missing_ok=True)
+        _, err = first.communicate(timeout=120)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert second.stderr.startswith(f"alia-data: error: output prefix {prefix} is in use by pid {first.pid} ")
+    assert first.returncode == 0, err
+    assert _readers_see(sets, prefix) == "old"
+    assert not Path(f"{prefix}.lock").exists()
+    # Once the first is done: without --force, other inputs are refused over its finished set;
+    # with it, the command goes through.
+    other = _alia_data(*_tokenize_args(sets, "new", prefix))
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "--force" in other.stderr, other.stderr
+    assert _alia_data(*_tokenize_args(sets, "new", prefix, "--force")).returncode == 0
+    assert _readers_see(sets, prefix) == "new"

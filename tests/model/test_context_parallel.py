@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import BIN, subprocess_env
 from alia_train.model.context_parallel import (
     _reversed_rows_causal_mask,
+    cp_attention,
     cp_chunk_ids,
     restore_global_order,
     split_for_cp_rank,
@@ -124,3 +125,46 @@ def test_cpu_bottom_right_mask_is_a_view_not_a_dense_matrix():
     dense = torch.ones(lq, lk, dtype=torch.bool).tril(diagonal=lk - lq).flip(0)
     assert torch.equal(mask == 0, dense)
     assert mask.untyped_storage().nbytes() == (lq + lk - 1) * 4
+
+
+@pytest.fixture
+def cp_group_of_one():
+    """A one-process gloo group: the CP attention's code path, gather and scatter included."""
+    if torch.distributed.is_initialized():
+        pytest.skip("a process group is already up in this process")
+    store = torch.distributed.HashStore()
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield torch.distributed.group.WORLD
+    torch.distributed.destroy_process_group()
+
+
+def test_cp_builds_no_index_from_a_list_after_the_first_call(cp_group_of_one, monkeypatch):
+    """torch.tensor(list, device=GPU) is a host-to-device copy that waits for the GPU: the
+    chunk index of each layout is built once, not per layer and micro-batch."""
+    from_lists = []
+    original = torch.tensor
+
+    def counting_tensor(data, *args, **kwargs):
+        if isinstance(data, (list, tuple)):
+            from_lists.append(data)
+        return original(data, *args, **kwargs)
+
+    def layer_and_batch():
+        q, k, v = (torch.randn(8, 1, 2, 4, requires_grad=True) for _ in range(3))
+        cp_attention(q, k, v, cp_group_of_one).sum().backward()
+        split_for_cp_rank(torch.zeros(1, 8), 1, 1, 0)  # as training/step.py splits each micro-batch
+
+    layer_and_batch()
+    monkeypatch.setattr(torch, "tensor", counting_tensor)
+    for _ in range(3):
+        layer_and_batch()
+    assert from_lists == []
+
+
+def test_cp_attention_compiles_whole(cp_group_of_one, recwarn):
+    """train.compile with CP: dynamo traces the attention, collectives included, in one graph
+    (the cached chunk index is a graph constant there, not a traced cache)."""
+    q, k, v = (torch.randn(8, 1, 2, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    compiled = torch.compile(cp_attention, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, cp_group_of_one), cp_attention(q, k, v, cp_group_of_one))
+    assert not [str(w.message) for w in recwarn if "lru_cache" in str(w.message)]

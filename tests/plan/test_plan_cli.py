@@ -53,3 +53,17 @@ def test_40b_32k_long_context_stage(capsys):
     assert "128 sequences x 32,768 tokens = 4,194,304 tokens per step" in out
     assert "of which K/V all-gathered over CP 8" in out
     assert "fits in 64 GiB: yes" in out
+
+
+def test_smallest_machines(capsys):
+    """After the plan, the least each kind of machine needs; --machines prints only that, for a
+    recipe whose layout needs more GPUs than the default cluster has."""
+    assert main(["+model=salamandra_2b", "cluster=marenostrum5", "cluster.nodes=64"]) == EXIT_FITS
+    out = capsys.readouterr().out
+    assert "smallest machines for salamandra_2b at 8,192 tokens" in out
+    assert "one GPU             47.1 GiB: train.recompute=full train.loss_impl=chunked" in out
+    assert "GPUs of 64 GiB      1: train.recompute=full" in out
+    assert main(["+model=salamandra_7b", "--machines", "cluster.gpu_memory_gb=23.6", "cluster.gpus_per_node=8"]) == EXIT_FITS
+    out = capsys.readouterr().out
+    assert out.startswith("smallest machines for salamandra_7b") and "alia-plan:" not in out
+    assert "one CPU process" in out and "GPUs of 23.6 GiB    8: parallel.tp=8" in out

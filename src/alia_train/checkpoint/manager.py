@@ -125,13 +125,13 @@ def _metadata() -> dict:
     return {"distrib_optim_sharding_type": _DISTOPT_SHARDING, "singleton_local_shards": False}
 
 
-def _rng_state() -> dict:
+def _rng_state(cuda: bool) -> dict:
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if cuda:
         state["cuda"] = torch.cuda.get_rng_state()
         from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
@@ -139,11 +139,11 @@ def _rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, cuda: bool) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and "cuda" in state:
+    if cuda and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"])
         from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
@@ -167,10 +167,10 @@ def architecture_differences(saved: dict, current: ModelConfig) -> list[str]:
     ]
 
 
-def resolved_layer_impl(cfg: Config) -> str:
+def resolved_layer_impl(cfg: Config, cuda: bool) -> str:
     from alia_train.model.spec import resolve_layer_impl
 
-    return resolve_layer_impl(cfg.model.layer_impl, torch.cuda.is_available())
+    return resolve_layer_impl(cfg.model.layer_impl, cuda)
 
 
 class _WriteThenChecksum:
@@ -247,15 +247,17 @@ def _prepare_results_queue(async_save: bool) -> None:
 
 
 class CheckpointManager:
-    def __init__(self, cfg: Config, model: list, optimizer, scheduler, tokenizer_identity: dict, config_yaml: str):
+    def __init__(self, cfg: Config, model: list, optimizer, scheduler, tokenizer_identity: dict, config_yaml: str,
+                 cuda: bool):
         self.cfg = cfg
+        self.cuda = cuda  # the run is on the GPU (train.device resolved by the runtime)
         self.run_dir = cfg.run.dir
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.tokenizer_identity = tokenizer_identity
         self.config_yaml = config_yaml
-        self.layer_impl = resolved_layer_impl(cfg)
+        self.layer_impl = resolved_layer_impl(cfg, cuda)
         self.async_queue = AsyncCallsQueue() if cfg.checkpoint.async_save else None
         self.last_saved_step: int | None = None
         self.last_save_seconds: float = 0.0  # time the training loop was blocked by the last save
@@ -278,7 +280,7 @@ class CheckpointManager:
             sd["optimizer"] = self.optimizer.sharded_state_dict(sd, is_loading=is_loading, metadata=_metadata())
         if include_rng:
             sd["rng_state"] = ShardedObject(
-                "rng_state", _rng_state(), (dist.get_world_size(),), (_rank(),), replica_id=0
+                "rng_state", _rng_state(self.cuda), (dist.get_world_size(),), (_rank(),), replica_id=0
             )
         return sd
 
@@ -398,24 +400,32 @@ class CheckpointManager:
 
     def _optimizer_form(self) -> dict:
         """What shapes the optimizer state: bf16 keeps fp32 main weights beside the model's."""
-        from alia_train.config.derived import uses_bf16, uses_cuda
+        from alia_train.config.derived import uses_bf16
 
-        cuda = uses_cuda(self.cfg.train.device, torch.cuda.is_available())
-        return {"precision": "bf16" if uses_bf16(self.cfg.train.precision, cuda) else "fp32",
+        return {"precision": "bf16" if uses_bf16(self.cfg.train.precision, self.cuda) else "fp32",
                 "distributed": bool(self.cfg.parallel.distributed_optimizer)}
 
     def _optimizer_form_problem(self, saved: dict | None, path: Path) -> str | None:
-        """The local (non-distributed) optimizer's state differs in form between fp32 and bf16
-        runs (megatron cannot load one into the other); the distributed optimizer's does not."""
+        """Optimizer states megatron-core cannot load into this run's optimizer, said before it
+        tries (it fails deep in dist_checkpointing, on every rank): the distributed optimizer's
+        state and the local one's are keyed differently ("Different dict keys encountered in
+        apply_factory_merges", "Could not find parameter group"), and the local one's differs
+        between fp32 and bf16 runs (fp32 main weights); the distributed one's does not."""
         now = self._optimizer_form()
-        if not saved or saved.get("precision") == now["precision"]:
-            return None
-        if saved.get("distributed") and now["distributed"]:
+        if not saved:
             return None
         source_run = path.parent.parent if path.parent.name == "checkpoints" else path
+        fresh = (f"start a new run.dir with checkpoint.load={source_run} checkpoint.reset_optimizer=true "
+                 "(weights only)")
+        if "distributed" in saved and bool(saved["distributed"]) != now["distributed"]:
+            was = str(bool(saved["distributed"])).lower()
+            return (f"checkpoint {path}: its optimizer state was written with parallel.distributed_optimizer={was} "
+                    f"and this run has {str(now['distributed']).lower()} (megatron stores the two differently): "
+                    f"set parallel.distributed_optimizer={was}, or {fresh}")
+        if saved.get("precision") == now["precision"] or (saved.get("distributed") and now["distributed"]):
+            return None
         return (f"checkpoint {path}: its optimizer state was written by a {saved.get('precision')} run and this "
-                f"run trains in {now['precision']}: set train.precision={saved.get('precision')}, or start a new "
-                f"run.dir with checkpoint.load={source_run} checkpoint.reset_optimizer=true (weights only)")
+                f"run trains in {now['precision']}: set train.precision={saved.get('precision')}, or {fresh}")
 
     # ---------------------------------------------------------------- loading
     def find_resume_candidates(self) -> tuple[list[Path], bool]:
@@ -506,7 +516,7 @@ class CheckpointManager:
         """Load `path`. Own checkpoint: everything, exactly. Another run's (checkpoint.load):
         weights always; optimizer, LR schedule and step unless checkpoint.reset_optimizer; the
         data position unless checkpoint.reset_data. Also returns what the resume line adds: what
-        became of a changed LR schedule, and a warning when the sample order changed."""
+        became of a changed LR schedule, and where the run stands in the data."""
         ck = self.cfg.checkpoint
         common = dist_checkpointing.load_common_state_dict(str(path))
         has_optimizer = "scheduler" in common
@@ -528,7 +538,7 @@ class CheckpointManager:
             self.scheduler.load_state_dict(common["scheduler"])
             progress = TrainingProgress(saved["step"], saved["consumed_samples"], saved.get("consumed_tokens", 0))
             if "rng_state" in state:
-                _set_rng_state(state["rng_state"])
+                _set_rng_state(state["rng_state"], self.cuda)
         if not own and has_optimizer and not ck.reset_data:
             progress.consumed_samples = saved.get("consumed_samples", 0)
         if not own and ck.reset_data:

@@ -3,6 +3,7 @@
     alia-data tokenizer train --input DIR... --output tok.model [--vocab-size 256000]
     alia-data tokenize --input FILE_OR_DIR... --tokenizer tok.model --output-prefix out/corpus
     alia-data mixture CONFIG_OR_STATS... [key=value ...] [--tokens 12.875e12]
+    alia-data verify PREFIX...
 
 Imports stay lazy: `tokenize` must start fast and never load torch or megatron-core.
 """
@@ -10,9 +11,12 @@ Imports stay lazy: `tokenize` must start fast and never load torch or megatron-c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCK_LOST, EXIT_OK
 from alia_train.progress import human
 
 
@@ -87,6 +91,14 @@ def _add_mixture(sub) -> None:
     p.add_argument("--max-epochs", type=float, default=4.0, help="warn above this many repetitions (default 4)")
 
 
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check shard sets against their manifests (SHA-256 of every file)",
+                       description="Read every file of each shard set and compare its size and SHA-256 with "
+                       "PREFIX.stats.json. When all match, record the files' current modification times, which "
+                       "alia-train's start-up check compares (a copy without -p changes them).")
+    p.add_argument("prefix", nargs="+", metavar="PREFIX", help="an --output-prefix of alia-data tokenize")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="alia-data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_train(tok.add_subparsers(dest="action", required=True))
     _add_tokenize(sub)
     _add_mixture(sub)
+    _add_verify(sub)
     return parser
 
 
@@ -119,10 +132,34 @@ def _cmd_tokenize(a) -> int:
         text_key=a.text_key, lang_key=a.lang_key, workers=a.workers, strict=a.strict,
         max_chars=a.max_chars, force=a.force, progress=not a.no_progress,
     )
-    stats = tokenize(opts, log=lambda m: print(m, file=sys.stderr))
+    stats = tokenize(opts, log=lambda m: print(m, file=sys.stderr), hold=prefix_lock)
     print(format_stats(stats))
     print(f"stats: {stats_path(opts.output_prefix)}")
     return EXIT_OK
+
+
+@contextmanager
+def prefix_lock(prefix: str) -> Iterator[None]:
+    """PREFIX.lock, taken like a run directory's lock (parallel/run_lock.py: a live holder
+    refuses, a dead one's lock is broken): the second of two runs writing one shard set is
+    refused in one line, instead of both succeeding and one set replacing the other."""
+    from alia_train.parallel.run_lock import RunLock, RunLockedError
+
+    lock = RunLock(os.path.dirname(prefix), path=f"{prefix}.lock", subject=f"output prefix {prefix}")
+    try:
+        lock.acquire()
+    except RunLockedError as e:
+        raise ValueError(str(e)) from None
+    lock.start_heartbeat(on_lost=_lost_lock)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lost_lock(e: Exception) -> None:
+    print(f"alia-data: error: {e}", file=sys.stderr, flush=True)
+    os._exit(EXIT_LOCK_LOST)  # from the heartbeat thread: stop before publishing over the other set
 
 
 def format_stats(stats: dict) -> str:
@@ -138,6 +175,26 @@ def format_stats(stats: dict) -> str:
         first = ", ".join(s["first"][:3])
         lines.append(f"skipped {s['count']:,} ({reason.replace('_', ' ')}), first at {first}")
     return "\n".join(lines)
+
+
+def _cmd_verify(a) -> int:
+    from alia_train.data.manifest import manifest_problem, read_manifest, record_times, stats_path
+
+    for raw in a.prefix:
+        prefix = os.path.abspath(raw.removesuffix(".stats.json"))
+        path = stats_path(prefix)
+        with prefix_lock(prefix):  # not while a tokenize run publishes into it
+            manifest = read_manifest(path)
+            if manifest is None:
+                raise ValueError(f"{path}: no shard-set manifest; give the --output-prefix of an alia-data "
+                                 "tokenize run")
+            problem = manifest_problem(path, manifest, deep=True)
+            if problem is not None:
+                raise ValueError(f"{problem}; re-tokenize it (alia-data tokenize --force)")
+            changed = record_times(path, manifest)
+        print(f"{prefix}: {len(manifest['files'])} files match their SHA-256 in {path}"
+              + ("; their new modification times are recorded" if changed else ""))
+    return EXIT_OK
 
 
 def _cmd_mixture(a) -> int:
@@ -174,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tokenizer_train(args)
         if args.command == "tokenize":
             return _cmd_tokenize(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
         return _cmd_mixture(args)
     except KeyboardInterrupt:
         print("alia-data: interrupted; no partly written set was published", file=sys.stderr)

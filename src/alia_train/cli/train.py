@@ -26,6 +26,14 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
     return code
 
 
+def _first_rank() -> bool:
+    """Rank 0 of the job (torchrun's RANK, Slurm's SLURM_PROCID), or a single process. Config
+    errors and launch refusals are the same on every rank: only this one prints them."""
+    from alia_train.parallel.launch_env import detect_launch_env
+
+    return detect_launch_env().rank == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # First, before any slow import: a SIGUSR1/SIGTERM from Slurm during start-up is remembered
     # (acted on at the first step), and helper processes survive the job's signals.
@@ -60,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(cfg, launch)
     except RunError as e:
+        # Said once per node: a refusal can depend on the node (its memory, its GPUs, a path).
+        if e.every_rank and launch.local_rank != 0:
+            return e.exit_code
         return _fail(str(e), e.exit_code)
 
 
@@ -76,7 +87,7 @@ def _load_config(argv: list[str]):
             return EXIT_OK
         return load_config(argv, config_dirs)
     except (ConfigError, ValueError) as e:
-        return _fail(str(e))
+        return _fail(str(e)) if _first_rank() else EXIT_CONFIG
 
 
 if __name__ == "__main__":

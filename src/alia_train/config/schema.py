@@ -26,6 +26,14 @@ class DecayStyle(StrEnum):
     cosine = "cosine"
     linear = "linear"
     constant = "constant"
+    wsd = "wsd"
+
+
+class WsdDecayStyle(StrEnum):  # megatron-core's names (OptimizerParamScheduler)
+    linear = "linear"
+    cosine = "cosine"
+    exponential = "exponential"
+    minus_sqrt = "minus_sqrt"
 
 
 class Precision(StrEnum):
@@ -49,6 +57,11 @@ class Recompute(StrEnum):
 class LossImpl(StrEnum):
     plain = "plain"
     chunked = "chunked"
+
+
+class CompileBackend(StrEnum):
+    inductor = "inductor"  # generated kernels: Triton on a GPU, C++ on the CPU
+    aot_eager = "aot_eager"  # the same traced graphs run by eager kernels: a quick check of the tracing
 
 
 class OnNonfinite(StrEnum):
@@ -125,6 +138,10 @@ class OptimConfig:
     # Decays from the end of warmup to train.steps (or to decay_steps when set).
     decay_style: DecayStyle = DecayStyle.cosine
     decay_steps: int | None = None
+    # decay_style=wsd (warmup-stable-decay): optim.lr from the end of warmup, then the last
+    # wsd_decay_steps steps before train.steps (or decay_steps) decay to min_lr.
+    wsd_decay_steps: int | None = None
+    wsd_decay_style: WsdDecayStyle = WsdDecayStyle.linear
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -137,7 +154,8 @@ class OptimConfig:
     # On resume, the LR schedule (lr, min_lr, warmup, decay steps and style, weight decay)
     # continues as saved in the checkpoint, and the resume says which of these settings differ.
     # true: this run's values apply from the resumed step on (megatron's
-    # override_opt_param_scheduler), e.g. to decay over a longer train.steps.
+    # override_opt_param_scheduler), e.g. to decay over a longer train.steps. A wsd run resumed
+    # in its stable phase takes this run's decay (train.steps, wsd_*) without it.
     override_schedule: bool = False
 
 
@@ -166,12 +184,18 @@ class TrainConfig:
     eval_iters: int = 2
     # What to do on a NaN/Inf loss or grad norm: stop, or skip the step.
     on_nonfinite: OnNonfinite = OnNonfinite.stop
+    # With on_nonfinite=skip: how many non-finite steps in a row are skipped; one more stops the
+    # run (exit 3, those weights not saved), as a model that keeps diverging will not recover.
+    max_skipped_steps: int = 10
     # On a GPU, refuse to start a run that the memory planner says does not fit (alia-plan's
     # estimate, with suggested layouts). false: start anyway.
     check_memory: bool = True
     # torch.compile each transformer layer (inductor; also on CPU). Off by default, as in
     # Megatron-LM and torchtitan (opt-in there too); see docs/performance.md.
     compile: bool = False
+    # torch.compile's backend for train.compile (as torchtitan's compile.backend). aot_eager
+    # traces the same graphs without generating kernels: the GPU check's CPU rehearsal uses it.
+    compile_backend: CompileBackend = CompileBackend.inductor
     # megatron's compiled SwiGLU (bias_activation_fusion, no Transformer Engine needed), on GPU
     # (Megatron-LM's default); CPU runs keep the plain activation, where compiling costs more.
     fused_swiglu: bool = True

@@ -14,7 +14,7 @@ import alia_train.config.messages as messages
 from alia_train.config.derived import uses_cuda
 from alia_train.config.layout_rules import ParallelSplit, layout_problems
 from alia_train.config.load import ConfigError, available_models
-from alia_train.config.schema import Config, Device, LayerImpl
+from alia_train.config.schema import ClusterConfig, Config, DecayStyle, Device, LayerImpl
 
 
 def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool) -> list[str]:
@@ -57,6 +57,7 @@ def range_problems(cfg: Config) -> list[str]:
         "train.micro_batch_size": tr.micro_batch_size,
         "train.seq_length": tr.seq_length,
         "train.loss_chunk_size": tr.loss_chunk_size,
+        "train.max_skipped_steps": tr.max_skipped_steps,
         "logging.interval": cfg.logging.interval,
         "checkpoint.keep": cfg.checkpoint.keep,
     }
@@ -86,7 +87,26 @@ def optimizer_value_problems(cfg: Config) -> list[str]:
         p.append(f"optim.adam_beta1/adam_beta2: must be in [0, 1), got {opt.adam_beta1}, {opt.adam_beta2}")
     if tr.eval_interval > 0 and tr.eval_iters <= 0:
         p.append(f"train.eval_iters: must be positive when train.eval_interval > 0, got {tr.eval_iters}")
-    return p
+    return p + wsd_problems(cfg)
+
+
+def wsd_problems(cfg: Config) -> list[str]:
+    """optim.wsd_decay_steps: needed by decay_style=wsd, inside the steps after warmup, and
+    nowhere else (a model file's decay_style wins over an optim group such as optim=anneal)."""
+    opt, steps = cfg.optim, cfg.optim.decay_steps or cfg.train.steps
+    if opt.decay_style != DecayStyle.wsd:
+        if opt.wsd_decay_steps is None:
+            return []
+        return [f"optim.wsd_decay_steps: used only with optim.decay_style=wsd, and decay_style is "
+                f"{opt.decay_style}; set optim.decay_style=wsd (a model file's decay_style wins over optim=...)"]
+    after_warmup = steps - min(opt.warmup_steps, steps - 1)  # as training/optimizer.py clamps warmup
+    if opt.wsd_decay_steps is None:
+        return [f"optim.wsd_decay_steps: needed with optim.decay_style=wsd (the steps of the final decay), "
+                f"e.g. optim.wsd_decay_steps={max(1, steps // 5)}"]
+    if not 0 < opt.wsd_decay_steps <= after_warmup:
+        return [f"optim.wsd_decay_steps: must be in 1..{after_warmup} (the steps after warmup of "
+                f"{'optim.decay_steps' if opt.decay_steps else 'train.steps'} {steps}), got {opt.wsd_decay_steps}"]
+    return []
 
 
 def choice_problems(node, prefix: str = "") -> list[str]:
@@ -134,6 +154,12 @@ def device_problems(cfg: Config, cuda: bool, te_available: bool) -> list[str]:
     wants_cuda = uses_cuda(tr.device, cuda)
     if tr.device == Device.cuda and not cuda:
         p.append("train.device: 'cuda' requested but no CUDA GPU is visible; use train.device=auto or cpu")
+    if tr.device == Device.auto and not cuda and cfg.cluster.name != ClusterConfig.name:
+        # A cluster's job without a GPU would start every rank on the CPU over gloo (a torch
+        # built for a newer CUDA than the node's driver sees no GPU): say so instead.
+        p.append(f"train.device: cluster={cfg.cluster.name} is a GPU cluster, but {_torch_sees_no_gpu()}; "
+                 "install the torch build for the node's driver (docs/cluster.md, ALIA_TORCH_INDEX_URL), "
+                 "or set train.device=cpu to run on the CPU anyway")
     if not wants_cuda and impl == LayerImpl.te:
         p.append("model.layer_impl: Transformer Engine layers need a GPU; use model.layer_impl=auto or local")
     if impl == LayerImpl.te and not te_available:
@@ -142,6 +168,15 @@ def device_problems(cfg: Config, cuda: bool, te_available: bool) -> list[str]:
             "install the [te] extra or use model.layer_impl=auto"
         )
     return p
+
+
+def _torch_sees_no_gpu() -> str:
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    return (f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) sees no GPU: no GPU on this "
+            "node, or an NVIDIA driver older than that CUDA needs (nvidia-smi shows the driver)")
 
 
 def optimizer_layout_problems(cfg: Config) -> list[str]:

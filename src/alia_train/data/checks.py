@@ -2,9 +2,11 @@
 
 `check_sources(cfg, tokenizer)` refuses, with one line naming the source and the fix:
 no sources at all (and no sample corpus), a prefix without its .bin/.idx, a shard set whose
-manifest (`PREFIX.stats.json`) does not vouch for the files (an interrupted or damaged
-publish), a .bin/.idx pair that does not belong together, and shards tokenized with another
-tokenizer than `data.tokenizer`. Only sizes and headers are read, never the tokens.
+manifest (`PREFIX.stats.json`) does not vouch for the files (an interrupted publish, files
+changed since: size or modification time), a .bin/.idx pair that does not belong together,
+shards tokenized with another tokenizer than `data.tokenizer`, and token ids outside its
+vocabulary in a few sampled blocks of each .bin. Reads sizes, times, headers and those blocks
+(256 KiB a shard), never all the tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import os
 
 import numpy as np
 
-from alia_train.data.indexed import bin_path, idx_path, pair_problem, read_index_info, resolve_path
+from alia_train.data.indexed import (
+    bin_path,
+    idx_path,
+    pair_problem,
+    read_index_info,
+    resolve_path,
+    token_range_problem,
+)
 from alia_train.data.manifest import find_manifest, is_publishing, manifest_problem
 
 
@@ -70,6 +79,10 @@ def source_problem(path: str, tokenizer=None) -> str | None:
     if info.dtype == np.uint16 and tokenizer.vocab_size > 65536:
         return (f"{path}: 16-bit tokens, but data.tokenizer {tokenizer.path} has {tokenizer.vocab_size} "
                 "pieces; re-tokenize with it")
+    problem = token_range_problem(path, tokenizer.vocab_size)
+    if problem is not None:  # would fail in the embedding, as a traceback (a device assert on GPU)
+        return (f"{problem}, outside the {tokenizer.vocab_size} pieces of data.tokenizer {tokenizer.path}: the "
+                "shard is damaged or was made with another tokenizer; re-tokenize it (alia-data tokenize --force)")
     return None
 
 
@@ -82,7 +95,9 @@ def _manifest_problem(path: str, manifest_path: str, manifest: dict) -> str | No
     name = os.path.basename(path)
     problem = manifest_problem(manifest_path, manifest, deep=False, only=[f"{name}.bin", f"{name}.idx"])
     if problem is not None:
-        return f"{problem}; the shards were changed after alia-data tokenize wrote them: re-tokenize (--force)"
+        return (f"{problem}; the shards were changed after alia-data tokenize wrote them: re-tokenize (--force), "
+                f"or, if they were only copied without their times, `alia-data verify "
+                f"{manifest_path.removesuffix('.stats.json')}` checks their SHA-256 and records the new times")
     return None
 
 

@@ -3,10 +3,12 @@
 `build_datasets` must be called on every rank after torch.distributed and megatron's
 parallel_state are initialised: megatron's builder builds its index caches on rank 0 while
 the other ranks wait at a barrier, then loads them. Every rank gets the full datasets; the
-sample order depends on the config only (seed, sequence length, sources, split), never on
-the world size, so data-parallel sharding is left to the sampler (see `sampler.py`).
+sample order depends on the config only (seed, sequence length, sources, multipliers, split),
+never on the world size, the number of steps or the batch size (sample_order.py), so
+data-parallel sharding is left to the reader (training/batches.py) and a resume needs only
+the consumed-samples count.
 
-Train: one BlendedDataset over all sources, weights = tokens x multiplier (mixture.py).
+Train: one Blend over all sources, weights = tokens x multiplier (mixture.py).
 Validation: one dataset per language, from `data.valid_sources` or, when those are empty,
 carved out of each source by `data.split` ("train,valid,test" percentages of documents).
 """
@@ -26,6 +28,7 @@ from alia_train.data.checks import check_source, check_sources
 from alia_train.data.indexed import resolve_path
 from alia_train.data.manifest import content_identity
 from alia_train.data.mixture import MixturePlan, plan_mixture, source_tokens
+from alia_train.data.sample_order import Blend, SourceEpochs
 from alia_train.data.sample_shards import prepare_sample_sources
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,13 @@ class DataBundle:
 
 
 class LanguageDataset(torch.utils.data.Dataset):
-    """A megatron BlendedDataset whose items also say which language they came from.
+    """A Blend whose items also say which language they came from.
 
     Items: tokens, labels (int64 [seq]), loss_mask (float32 [seq]), position_ids (int64 [seq])
     and lang_id (int64 scalar, an index into DataBundle.languages).
     """
 
-    def __init__(self, blended, lang_of_dataset: list[int]) -> None:
+    def __init__(self, blended: Blend, lang_of_dataset: list[int]) -> None:
         self.blended = blended
         self.lang_of_dataset = np.asarray(lang_of_dataset, dtype=np.int64)
 
@@ -57,17 +60,13 @@ class LanguageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         item = self.blended[int(idx)]
-        # A lone GPTDataset (one source) has no dataset_id.
-        dataset_id = int(item.pop("dataset_id", 0))
+        dataset_id = int(item.pop("dataset_id"))
         item["lang_id"] = torch.tensor(self.lang_of_dataset[dataset_id], dtype=torch.int64)
         return item
 
     def lang_ids(self) -> np.ndarray:
         """The language of every sample, in sample order, without reading any tokens."""
-        index = getattr(self.blended, "dataset_index", None)
-        if index is None:
-            return np.full(len(self), self.lang_of_dataset[0], dtype=np.int64)
-        return self.lang_of_dataset[np.asarray(index, dtype=np.int64)]
+        return self.lang_of_dataset[self.blended.source_ids()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,30 +111,28 @@ def doc_range(documents: int, matrix: list, which: int) -> tuple[int, int]:
 # Building
 
 
-def _index_cache_dir(cache_dir: str, paths: list[str]) -> str:
+def _index_cache_dir(cache_dir: str, path: str) -> str:
     """Megatron keys its cached indices by path, seed, lengths and tokenizer, not by content:
-    one directory per content of the blended shards keeps shards re-tokenized in place
+    one directory per content of each source keeps shards re-tokenized in place
     (`alia-data tokenize --force`) from being read through indices built for the old ones."""
-    digest = hashlib.sha256("\n".join(content_identity(p) for p in sorted(paths)).encode()).hexdigest()
+    digest = hashlib.sha256(content_identity(path).encode()).hexdigest()
     return os.path.join(cache_dir, "index_cache", digest[:16])
 
 
-def _gpt_config(cfg: Config, tokenizer, blend, split: str, matrix_keep: int | None):
+def _gpt_config(cfg: Config, tokenizer, path: str, split: str, matrix_keep: int | None):
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     config = GPTDatasetConfig(
         random_seed=cfg.train.seed,
         sequence_length=cfg.train.seq_length,
-        blend=blend,
+        blend=([path], None),
         split=split,
-        path_to_cache=_index_cache_dir(cfg.data.cache_dir, blend[0]),
+        path_to_cache=_index_cache_dir(cfg.data.cache_dir, path),
         tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=False,
         create_attention_mask=False,
-        # Small languages get few samples; a larger surplus keeps the blend from running dry.
-        mid_level_dataset_surplus=0.01,
     )
     if matrix_keep is not None:
         # Build only one split of the carved sources: megatron derives the split matrix from
@@ -145,11 +142,28 @@ def _gpt_config(cfg: Config, tokenizer, blend, split: str, matrix_keep: int | No
     return config
 
 
-def _build(config, sizes: list[int]):
+def _one_epoch(cfg: Config, tokenizer, path: str, which: int, carve: bool):
+    """megatron's GPTDataset over split `which` (0 train, 1 valid) of one source, one epoch:
+    num_samples 1 makes megatron take a single pass over the documents (more only when they
+    hold less than one sequence), so the indices and their cache do not depend on the run."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    split = cfg.data.split if carve else ("100,0,0", "0,100,0")[which]
+    config = _gpt_config(cfg, tokenizer, path, split, matrix_keep=which if carve else None)
+    sizes = [0, 0, 0]
+    sizes[which] = 1
+    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()[which]
+
+
+def _blend(cfg: Config, tokenizer, paths: list[str], weights: list[float], which: int, carve: bool,
+           size: int) -> Blend:
+    """The sources' epochs blended by `weights`; a source's later epochs are reshuffled with a
+    seed of (train.seed, split, its place in the list, epoch)."""
+    seed = cfg.train.seed % 2**32
+    epochs = [SourceEpochs(_one_epoch(cfg, tokenizer, path, which, carve), (seed, which, k))
+              for k, path in enumerate(paths)]
+    return Blend(epochs, weights, size)
 
 
 @dataclass(frozen=True)
@@ -174,7 +188,9 @@ def _with_docs(parts: list[_Part], matrix: list | None, which: int) -> list[_Par
 
 
 def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples: int) -> DataBundle:
-    """Build the blended training dataset and one validation dataset per language."""
+    """Build the blended training dataset and one validation dataset per language, of
+    `train_samples` and `valid_samples` samples: how far a run reads, not what it reads (sample
+    i is the same for any length)."""
     if train_samples <= 0:
         raise ValueError(f"train_samples must be positive (got {train_samples})")
     sources, valid_sources = resolve_sources(cfg, tokenizer)
@@ -200,10 +216,8 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
 
     languages = sorted({s.lang for s in sources} | {s.lang for s in valid_sources})
     lang_index = {lang: i for i, lang in enumerate(languages)}
-    blend = ([p.path for p in blend_plan], [p.weight for p in blend_plan])
-    config = (_gpt_config(cfg, tokenizer, blend, data.split, matrix_keep=0) if carve
-              else _gpt_config(cfg, tokenizer, blend, "100,0,0", matrix_keep=None))
-    train_blend = _build(config, [train_samples, 0, 0])[0]
+    train_blend = _blend(cfg, tokenizer, [p.path for p in blend_plan], [p.weight for p in blend_plan],
+                         0, carve, train_samples)
     train = LanguageDataset(train_blend, [lang_index[p.lang] for p in blend_plan])
 
     valid: dict[str, torch.utils.data.Dataset] = {}
@@ -215,11 +229,8 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
                 log.warning("no validation data for language %s", lang)
                 continue
             # Within a language, sources are blended in proportion to their tokens.
-            # (No weights for a lone source: megatron then skips a one-dataset blend.)
-            vblend = ([p.path for p in members], [float(p.tokens) for p in members] if len(members) > 1 else None)
-            vconfig = (_gpt_config(cfg, tokenizer, vblend, data.split, matrix_keep=1) if carve
-                       else _gpt_config(cfg, tokenizer, vblend, "0,100,0", matrix_keep=None))
-            vds = _build(vconfig, [0, valid_samples, 0])[1]
+            vds = _blend(cfg, tokenizer, [p.path for p in members], [float(p.tokens) for p in members],
+                         1, carve, valid_samples)
             valid[lang] = LanguageDataset(vds, [lang_index[lang]] * len(members))
 
     return DataBundle(train, valid, languages, plan.shares(), plan, sources)

@@ -135,6 +135,28 @@ def pair_problem(prefix: str | os.PathLike) -> str | None:
     return None
 
 
+# Blocks of each .bin whose token ids the start-up check reads: the first, the last and two
+# between (4 reads a shard, the size of a file-system block; caught: a shard overwritten or made
+# with a larger vocabulary, not a few bad ids between the blocks).
+PROBE_BLOCKS = 4
+PROBE_BYTES = 64 << 10
+
+
+def token_range_problem(prefix: str | os.PathLike, vocab_size: int) -> str | None:
+    """'PREFIX.bin: token id X at token N' for the first id outside [0, vocab_size) in the
+    sampled blocks, or None."""
+    dtype, _, _ = _read_header(idx_path(prefix))
+    path = bin_path(prefix)
+    count = os.path.getsize(path) // np.dtype(dtype).itemsize
+    per = min(PROBE_BYTES // np.dtype(dtype).itemsize, count)
+    for start in sorted({(count - per) * k // (PROBE_BLOCKS - 1) for k in range(PROBE_BLOCKS)}):
+        block = np.fromfile(path, dtype=dtype, count=per, offset=start * np.dtype(dtype).itemsize)
+        bad = np.flatnonzero((block < 0) | (block >= vocab_size))
+        if bad.size:
+            return f"{path}: token id {block[bad[0]]} at token {start + bad[0]}"
+    return None
+
+
 def read_document_lengths(prefix: str | os.PathLike) -> np.ndarray:
     path = idx_path(prefix)
     with open(path, "rb") as f:

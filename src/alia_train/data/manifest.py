@@ -6,8 +6,14 @@ into place last. Before the first shard is renamed, the stats file is replaced b
 "publishing" marker naming the files about to change, so a run killed half-way leaves a
 marker (never an old manifest vouching for new files), and readers refuse the set.
 
-Readers check what the manifest vouches for: sizes always (cheap, at every training start),
-SHA-256 when asked (`deep`, what "up to date" does before skipping a run).
+Readers check what the manifest vouches for: sizes and modification times always (one stat
+per file, at every training start), SHA-256 when asked (`deep`: "up to date", `alia-data
+verify`). Hashing a 10 TB corpus at every start would take hours; the modification time
+changes with any write through the file system, so together with the size it catches a shard
+changed in place at the cost of the stat. Not caught by it: a change that restores the old
+mtime (touch -d, or bit rot below the file system); the SHA-256 checks catch those. A copy that
+does not keep mtimes (cp without -p) looks changed: `alia-data verify` hashes the files and,
+when they match, records their new times (`record_times`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 from dataclasses import dataclass
 
 from alia_train.data.tokenizer import file_sha256
+from alia_train.fs import write_json_atomic
 
 MANIFEST_VERSION = 2
 PUBLISHING = "publishing"
@@ -34,14 +41,17 @@ def stats_path(prefix: str) -> str:
 class FileEntry:
     bytes: int
     sha256: str
+    mtime_ns: int
 
     def as_json(self) -> dict:
-        return {"bytes": self.bytes, "sha256": self.sha256}
+        return {"bytes": self.bytes, "sha256": self.sha256, "mtime_ns": self.mtime_ns}
 
 
 def describe(path: str, sha256: str | None = None) -> FileEntry:
-    """Size and SHA-256 of a written file (`sha256` when the writer hashed it as it went)."""
-    return FileEntry(os.path.getsize(path), sha256 or file_sha256(path))
+    """Size, SHA-256 and modification time of a written, closed file (`sha256` when the writer
+    hashed it as it went). A rename keeps the time."""
+    st = os.stat(path)
+    return FileEntry(st.st_size, sha256 or file_sha256(path), st.st_mtime_ns)
 
 
 def read_manifest(path: str) -> dict | None:
@@ -73,13 +83,16 @@ def file_problem(directory: str, name: str, entry: dict | None, deep: bool) -> s
     if not isinstance(entry, dict):
         return f"{path}: not vouched for by the manifest"
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError:
         return f"{path}: missing"
-    if size != entry.get("bytes"):
-        return f"{path}: {size} bytes, the manifest says {entry.get('bytes')}"
-    if deep and file_sha256(path) != entry.get("sha256"):
-        return f"{path}: content differs from the manifest (sha256)"
+    if st.st_size != entry.get("bytes"):
+        return f"{path}: {st.st_size} bytes, the manifest says {entry.get('bytes')}"
+    if deep:
+        same = file_sha256(path) == entry.get("sha256")
+        return None if same else f"{path}: content differs from the manifest (sha256)"
+    if entry.get("mtime_ns") not in (None, st.st_mtime_ns):  # manifests before mtimes: size only
+        return f"{path}: modified after the manifest was written (same size, another modification time)"
     return None
 
 
@@ -96,6 +109,20 @@ def manifest_problem(path: str, manifest: dict, deep: bool, only: list[str] | No
         if problem is not None:
             return problem
     return None
+
+
+def record_times(path: str, manifest: dict) -> bool:
+    """Record the files' current modification times in the manifest at `path` (after a `deep`
+    check found their content unchanged: copied, or touched); whether anything changed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    changed = False
+    for name, entry in manifest.get("files", {}).items():
+        mtime = os.stat(os.path.join(directory, name)).st_mtime_ns
+        changed |= entry.get("mtime_ns") != mtime
+        entry["mtime_ns"] = mtime
+    if changed:
+        write_json_atomic(path, manifest)
+    return changed
 
 
 def find_manifest(shard: str) -> tuple[str, dict] | None:

@@ -89,7 +89,10 @@ class ShardSet:
     def abort(self) -> None:
         for s in self._shards.values():
             if not s.file.closed:
-                s.file.close()
+                try:
+                    s.file.close()
+                except OSError:  # a full disk fails the flush of its tail; the file is closed all the same
+                    pass
         for tmp in self._tmps:
             try:
                 os.unlink(tmp)

@@ -22,7 +22,8 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import yaml
@@ -35,6 +36,7 @@ from alia_train.data.manifest import (
     is_publishing,
     manifest_problem,
     read_manifest,
+    record_times,
     stats_path,
 )
 from alia_train.data.readers import (
@@ -198,6 +200,7 @@ def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
     if problem is not None:
         log(f"not up to date ({problem}); redoing the run")
         return None
+    record_times(path, previous)  # the same content under new times (copied, touched): trusted again
     log(f"up to date: {path} (same inputs, tokenizer and options; files match its manifest; "
         "--force redoes it)")
     return previous
@@ -335,16 +338,25 @@ def _check_request(opts: TokenizeOptions) -> tuple[list[InputFile], Tokenizer, i
     return inputs, tok, workers
 
 
-def tokenize(opts: TokenizeOptions, log=print) -> dict:
-    """Run (or skip, when already finished) a tokenize job; return its stats."""
+def tokenize(opts: TokenizeOptions, log=print, hold: Callable[[str], AbstractContextManager] | None = None) -> dict:
+    """Run (or skip, when already finished) a tokenize job; return its stats.
+
+    `hold(prefix)` keeps other writers off the prefix from the "up to date" check to the publish
+    (alia-data's PREFIX.lock): two runs into one prefix would each publish over the other."""
     inputs, tok, workers = _check_request(opts)
     prefix = os.path.abspath(opts.output_prefix)
     fingerprint = _fingerprint(inputs, tok, opts)
     _check_output_prefix(opts.output_prefix, prefix)
-    if not opts.force:
-        previous = _previous_run(prefix, fingerprint, log)
-        if previous is not None:
-            return previous
+    with hold(prefix) if hold is not None else nullcontext():
+        if not opts.force:
+            previous = _previous_run(prefix, fingerprint, log)
+            if previous is not None:
+                return previous
+        return _run(opts, inputs, tok, workers, prefix, fingerprint)
+
+
+def _run(opts: TokenizeOptions, inputs: list[InputFile], tok: Tokenizer, workers: int, prefix: str,
+         fingerprint: dict) -> dict:
     remove_stale_tmps(prefix)
 
     dtype = token_dtype(tok.vocab_size)

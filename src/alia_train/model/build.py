@@ -94,7 +94,7 @@ def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.
     chunks = []
     model_cls, loss_kwargs = GPTModel, {}
     if cfg.train.loss_impl == LossImpl.chunked:
-        model_cls, loss_kwargs = ChunkedLossGPTModel, {"loss_chunk_tokens": cfg.train.loss_chunk_size}
+        model_cls, loss_kwargs = ChunkedLossGPTModel, {"loss_chunk_size": cfg.train.loss_chunk_size}
     for vp_stage in range(vpp):
         chunk = model_cls(
             config=tcfg,
@@ -118,5 +118,5 @@ def build_model(cfg: Config, vocab_size: int, dtype: torch.dtype, device: torch.
     if tcfg.bf16:
         chunks = [Float16Module(tcfg, chunk) for chunk in chunks]
     if cfg.train.compile:
-        compile_layers(chunks)
+        compile_layers(chunks, str(cfg.train.compile_backend))
     return chunks

@@ -128,9 +128,9 @@ class ChunkedLossGPTModel(GPTModel):
     """megatron's GPTModel whose training loss (a forward with labels) comes from
     `chunked_loss_processor`; without labels it returns the logits as GPTModel does."""
 
-    def __init__(self, *args, loss_chunk_tokens: int, **kwargs):
+    def __init__(self, *args, loss_chunk_size: int, **kwargs):
         super().__init__(*args, **kwargs)
-        self._loss_processor = chunked_loss_processor(loss_chunk_tokens)
+        self._loss_processor = chunked_loss_processor(loss_chunk_size)
 
     def forward(self, *args, labels=None, **kwargs):
         if labels is not None and kwargs.get("output_processor") is None:

@@ -32,6 +32,8 @@ matrix or a dense mask (see `_reversed_rows_causal_mask`).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -48,6 +50,20 @@ def cp_chunk_ids(cp_size: int, cp_rank: int) -> tuple[int, int]:
     return cp_rank, 2 * cp_size - 1 - cp_rank
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_chunk_index(chunks: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(chunks, dtype=torch.long, device=device)
+
+
+def _chunk_index(chunks: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The chunk ids as an index tensor on `device`, built once: a list copied to a GPU is a
+    host sync, and the attention gathers K/V (and scatters dK/dV) in every layer."""
+    if torch.compiler.is_compiling():
+        # A constant of the graph; dynamo would trace through the cache anyway, with a warning.
+        return torch.tensor(chunks, dtype=torch.long, device=device)
+    return _cached_chunk_index(chunks, device)
+
+
 def _select_chunks(tensor: torch.Tensor, seq_dim: int, n_chunks: int, chunks) -> torch.Tensor:
     """Cut `seq_dim` into `n_chunks` equal chunks and keep `chunks`, in that order."""
     seq_dim = seq_dim % tensor.dim()
@@ -56,8 +72,7 @@ def _select_chunks(tensor: torch.Tensor, seq_dim: int, n_chunks: int, chunks) ->
         raise ValueError(f"sequence length {seq_len} is not divisible by {n_chunks} CP chunks")
     shape = tensor.shape
     blocks = tensor.reshape(*shape[:seq_dim], n_chunks, seq_len // n_chunks, *shape[seq_dim + 1 :])
-    index = torch.tensor(chunks, dtype=torch.long, device=tensor.device)
-    kept = blocks.index_select(seq_dim, index)
+    kept = blocks.index_select(seq_dim, _chunk_index(tuple(chunks), tensor.device))
     return kept.view(*shape[:seq_dim], -1, *shape[seq_dim + 1 :])
 
 

@@ -29,8 +29,9 @@ loads TorchDynamo and Inductor (~3 s of every process's start) for functions a C
 calls. `import_megatron()` imports it with those decorations deferred to the first call, and
 without the wandb import that megatron's timers make for a writer alia-train never uses (~0.8 s).
 
-`install()` and `import_megatron()` change nothing when CUDA is available, so a GPU run never
-goes through this module.
+A run on a GPU never goes through this module: the runtime calls `install()` only for a run on
+the CPU (no GPU, or train.device=cpu beside one), and `import_megatron()` changes nothing when
+CUDA is available.
 """
 
 from __future__ import annotations
@@ -310,10 +311,10 @@ def import_megatron() -> None:
 
 
 def install() -> bool:
-    """Redirect megatron-core's CUDA-only calls to the CPU. Returns True if it did anything."""
+    """Redirect megatron-core's CUDA-only calls to the CPU, for a run on the CPU (the runtime
+    calls it for those only: no GPU, or train.device=cpu beside one). Returns True if it did
+    anything. A run on a GPU never calls it."""
     global _installed
-    if torch.cuda.is_available():
-        return False
     if _installed:
         return True
     _patch_torch_cuda()

@@ -24,6 +24,33 @@ class LaunchEnv:
     source: str  # "torchrun", "slurm" or "single"
 
 
+# MASTER_PORT of a Slurm job: 10000-29999, below Linux's ephemeral ports (32768-60999 by
+# default), which the kernel hands to any outgoing connection: one could hold the port when
+# rank 0 binds it. scripts/slurm/common.sh (alia_rendezvous) computes the same: keep them equal.
+SLURM_PORT_BASE = 10000
+SLURM_PORT_SPAN = 20000
+
+
+def slurm_master_port(job_id: int) -> int:
+    """The rendezvous port of a Slurm job: derived from the job id, so that two jobs sharing a
+    node do not collide and a requeued job keeps its port."""
+    return SLURM_PORT_BASE + job_id % SLURM_PORT_SPAN
+
+
+def cuda_device_index(local_rank: int, visible_device_count: int) -> int:
+    """The CUDA device of this task. One GPU per task (`--gpus-per-task=1`,
+    `--gpu-bind=single:1`, a CUDA_VISIBLE_DEVICES per task) shows each task one device, 0;
+    otherwise every task sees the node's GPUs and takes the one of its local rank."""
+    if visible_device_count == 1:
+        return 0
+    if 0 <= local_rank < visible_device_count:
+        return local_rank
+    raise ValueError(
+        f"local rank {local_rank} but only {visible_device_count} GPU(s) visible to this task: "
+        "check --gpus-per-task / --gres=gpu:N against --ntasks-per-node, and CUDA_VISIBLE_DEVICES"
+    )
+
+
 def expand_nodelist(nodelist: str) -> list[str]:
     """Expand Slurm's compressed host list, e.g. 'gs[01-03,07],login1' -> gs01 gs02 gs03 gs07 login1."""
     hosts: list[str] = []
@@ -66,8 +93,7 @@ def detect_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
             world_size=int(env["SLURM_NTASKS"]),
             local_rank=int(env.get("SLURM_LOCALID", "0")),
             master_addr=env.get("MASTER_ADDR") or expand_nodelist(nodelist)[0],
-            # A port derived from the job id, so concurrent jobs sharing a node do not collide.
-            master_port=int(env.get("MASTER_PORT") or 20000 + job_id % 20000),
+            master_port=int(env.get("MASTER_PORT") or slurm_master_port(job_id)),
             source="slurm",
         )
     return LaunchEnv(0, 1, 0, "127.0.0.1", int(env.get("MASTER_PORT") or _free_port()), "single")

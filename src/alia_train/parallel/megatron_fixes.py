@@ -14,11 +14,20 @@ megatron-core to machines without CUDA is `cpu_compat.py`, not this module).
   state one shared "step" tensor; torch's Adam increments each parameter's step in place, so
   after a resume the step count (and Adam's bias correction) advances once per parameter per
   iteration. Each parameter now gets its own copy.
+* Grad norm without apex / Transformer Engine (megatron-core 0.19.2, a cost rather than a
+  wrong result): the fallback `utils.local_multi_tensor_l2_norm` that `clip_grads` then uses
+  builds `torch.tensor(list of per-tensor norms)`, one device-to-host copy (a sync on a GPU)
+  per gradient tensor, every step. Replaced by one `torch._foreach_norm` and a norm of the
+  stacked results, on the device: the same value (each tensor's norm in its own dtype, as
+  megatron's) and no sync of its own. With apex or TE installed megatron uses their kernel and
+  this leaves it alone.
 """
 
 from __future__ import annotations
 
 import functools
+
+import torch
 
 _installed = False
 
@@ -58,10 +67,28 @@ def _fix_distopt_shared_step() -> None:
     DistributedOptimizer.load_state_dict = load_state_dict
 
 
+def _foreach_l2_norm(chunk_size, noop_flag, tensor_lists, per_tensor, *args):
+    """megatron's `local_multi_tensor_l2_norm` (same arguments and result: the norm of all
+    tensors as a [1] fp32 tensor, and None) without a host sync."""
+    tensors = [t for tensor_list in tensor_lists for t in tensor_list]
+    norms = torch._foreach_norm(tensors)
+    total = torch.linalg.vector_norm(torch.stack(norms).float())
+    return total.reshape(1), None
+
+
+def _fix_grad_norm_fallback() -> None:
+    from megatron.core import utils
+    from megatron.core.optimizer import clip_grads
+
+    if clip_grads.l2_norm_impl is utils.local_multi_tensor_l2_norm:
+        clip_grads.l2_norm_impl = _foreach_l2_norm
+
+
 def install() -> None:
     global _installed
     if _installed:
         return
     _fix_distopt_step_on_load()
     _fix_distopt_shared_step()
+    _fix_grad_norm_fallback()
     _installed = True

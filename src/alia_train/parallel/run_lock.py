@@ -10,6 +10,9 @@ it (heartbeat) while it trains. A lock is stale, and may be broken, when
   * its heartbeat is older than `stale_after_s` (the holder died on another host).
 Breaking is serialised by a second lock (run.lock.break) and re-checks the token just before
 removing, so two contenders never both break and both take it.
+
+The same lock keeps other outputs to one writer: `alia-data tokenize` holds `PREFIX.lock`
+(`path=`, `subject=`) while it writes a shard set.
 """
 
 from __future__ import annotations
@@ -68,10 +71,15 @@ class RunLock:
         *,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
         environ: dict[str, str] | None = None,
+        path: str | os.PathLike | None = None,
+        subject: str | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+        self.path = Path(path) if path is not None else self.run_dir / LOCK_NAME
+        # What the lock keeps to one writer, as the messages name it, and the rule they state.
+        self.subject = subject or f"run dir {self.run_dir}"
+        self.rule = "Two jobs must not write one run." if subject is None else "Two jobs must not write it at once."
         self.stale_after_s = stale_after_s
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -117,7 +125,7 @@ class RunLock:
     def acquire(self, wait_s: float = 0.0, poll_s: float = 5.0) -> None:
         """Take the lock, breaking a stale one; wait up to `wait_s` for a live holder to go.
         Raises RunLockedError naming the holder and how to break the lock."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_s
         while True:
             if self._try_create():
@@ -152,7 +160,7 @@ class RunLock:
         return True
 
     def _break(self, seen: LockHolder) -> None:
-        breaker = self.path.with_name(LOCK_NAME + BREAK_SUFFIX)
+        breaker = self.path.with_name(self.path.name + BREAK_SUFFIX)
         try:
             fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -183,8 +191,8 @@ class RunLock:
         if h is None or h.token != self.token:
             other = f"now held by {h.describe()}" if h else "the lock file is gone"
             raise RunLockLostError(
-                f"lost the run-directory lock {self.path} ({other}); stopping so that two jobs "
-                "do not write the same run"
+                f"lost the lock {self.path} of {self.subject} ({other}); stopping so that two jobs "
+                "do not write it at once"
             )
         os.utime(self.path)
         self._last_beat = time.monotonic()
@@ -241,10 +249,11 @@ class RunLock:
 
     def _locked_message(self, h: LockHolder) -> str:
         age = time.time() - h.heartbeat
-        job_hint = f"`squeue -j {h.job_id}` shows whether it still runs; " if h.job_id else ""
+        gone = (f"`squeue -j {h.job_id}` shows whether it still runs; if that job is gone" if h.job_id
+                else "If it is gone")
         return (
-            f"run dir {self.run_dir} is in use by {h.describe()}; last heartbeat {age:.0f} s ago. "
-            f"Two jobs must not write one run. {job_hint}if that job is gone, the lock is taken over "
+            f"{self.subject} is in use by {h.describe()}; last heartbeat {age:.0f} s ago. "
+            f"{self.rule} {gone}, the lock is taken over "
             f"automatically once it has had no heartbeat for {self.stale_after_s / 60:.0f} min, or remove "
-            f"{self.path} by hand (rm {self.path}) after making sure nothing writes to {self.run_dir}"
+            f"{self.path} by hand (rm {self.path}) after making sure nothing writes to {self.subject}"
         )

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from alia_train.config.derived import derive
 from alia_train.config.schema import Config
-from alia_train.parallel.launch_env import LaunchEnv
+from alia_train.parallel.launch_env import LaunchEnv, cuda_device_index
 
 
 @dataclass
@@ -24,30 +24,37 @@ class Runtime:
 
 
 def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
-    """torch.distributed (NCCL on GPU, gloo on CPU), megatron's parallel groups and seeds."""
+    """torch.distributed (NCCL on GPU, gloo on CPU), megatron's parallel groups and seeds, on
+    the device train.device names (auto: the GPU when there is one) in the precision
+    train.precision resolves to there. Whoever builds a run gets the same answer: the CLI, the
+    benchmarks and the tests all come through here."""
     from alia_train.parallel import cpu_compat, megatron_fixes
 
     megatron_fixes.install()
-    cuda = torch.cuda.is_available()
+    derived = derive(cfg, launch.world_size, torch.cuda.is_available())
+    cuda = derived.cuda
     if cuda:
-        torch.cuda.set_device(launch.local_rank)
-        device = torch.device("cuda", launch.local_rank)
+        device = torch.device("cuda", cuda_device_index(launch.local_rank, torch.cuda.device_count()))
+        torch.cuda.set_device(device)
     else:
-        cpu_compat.install()
+        cpu_compat.install()  # also where a GPU is present but train.device=cpu
         device = torch.device("cpu")
         # Each rank of a multi-process CPU job gets its share of the cores.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _local_world_size(launch))))
-    derived = derive(cfg, launch.world_size, cuda)
     dtype = torch.bfloat16 if derived.bf16 else torch.float32
 
     if not dist.is_initialized():
+        # A single process needs no rendezvous: an in-process store, no TCP port that another
+        # process could take between choosing it and binding it.
+        rendezvous = ({"store": dist.HashStore()} if launch.world_size == 1
+                      else {"init_method": f"tcp://{launch.master_addr}:{launch.master_port}"})
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
-            init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
             rank=launch.rank,
             world_size=launch.world_size,
             timeout=timedelta(minutes=30),
             device_id=device if cuda else None,
+            **rendezvous,
         )
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed

@@ -27,6 +27,16 @@ Pipeline parallelism (1F1B): stage i holds min(pp - i, micro-batches) micro-batc
 so the first stage holds pp of them; the interleaved schedule multiplies the first stage's
 activations by (1 + (pp - 1) / (pp * vpp)).
 
+On CPU (Layout.device "cpu": megatron's local layers, unfused, fp32 unless bf16) a layer keeps
+more, as counted with saved-tensor hooks on fp32 and bf16 runs (e = bytes of an activation):
+  16 sbh         both RMSNorms: input and normalised tensor, in fp32 whatever the dtype
+  2e sbh         the QKV and FC1 matmul inputs
+  (2 + 3r) e sbh the QKV output (V is a view of it) and the rotated q and k (copies)
+  e sbh          the core attention's output, which is the output projection's input
+  5F e sbh       SwiGLU: FC1 output 2F, and F each for the gate's sum, silu and the product
+and the final norm keeps 8 + e bytes per position. Selective recompute then saves only the
+log-sum-exp: the output is kept as the projection's input.
+
 Context parallelism (CP, model/context_parallel.py) splits s over cp ranks: every term above
 uses the local s / cp. The core attention all-gathers K and V over the CP group, so a rank also
 holds the *whole* sequence's K and V of its KV heads: 4r · s_full·b·h / t bytes per layer
@@ -44,6 +54,8 @@ from __future__ import annotations
 from alia_train.config.schema import ModelConfig
 from alia_train.plan.parallel_layout import Layout
 
+# A CPU run's RMSNorm (unfused) keeps its input and the normalised tensor, both in fp32.
+CPU_NORM_BYTES = 8
 # fp32 logits kept for the cross-entropy's backward, plus their fp32 gradient at the start of
 # the backward pass (megatron's vocab-parallel cross entropy upcasts the bf16 logits).
 LOGITS_BYTES_PER_ELEMENT = 8
@@ -58,17 +70,21 @@ def _sbh(m: ModelConfig, lay: Layout) -> float:
 
 
 def layer_bytes(m: ModelConfig, lay: Layout, recompute: str, scores_stored: bool = False) -> float:
-    """Bytes one layer keeps for its backward pass, per micro-batch, on one GPU, for
-    recompute 'none' or 'selective' (full recompute is a stage-level matter: stage_bytes)."""
+    """Bytes one layer keeps for its backward pass, per micro-batch, on one GPU (or CPU
+    process), for recompute 'none' or 'selective' (full recompute is a stage-level matter:
+    stage_bytes)."""
     t = lay.tp
     sbh = _sbh(m, lay)
     ffn = m.ffn_hidden_size / m.hidden_size
-    unit = _elem_bytes(lay) / 2  # the coefficients below are in bytes of bf16
-
-    sequence_region = 8 * sbh / (t if lay.sp else 1)
-    out_proj_input = 2 * sbh / t
-    mlp = 8 * ffn * sbh / t
-    return (sequence_region + out_proj_input + mlp) * unit + core_attention_bytes(m, lay, recompute, scores_stored)
+    e = _elem_bytes(lay)
+    if lay.device == "cpu":
+        sequence_region = (2 * CPU_NORM_BYTES + 2 * e) * sbh / (t if lay.sp else 1)
+        mlp = 5 * ffn * e * sbh / t
+    else:  # the module docstring's 8 sbh and 8F sbh in bytes of bf16
+        sequence_region = 4 * e * sbh / (t if lay.sp else 1)
+        mlp = 4 * ffn * e * sbh / t
+    out_proj_input = e * sbh / t
+    return sequence_region + out_proj_input + mlp + core_attention_bytes(m, lay, recompute, scores_stored)
 
 
 def core_attention_bytes(m: ModelConfig, lay: Layout, recompute: str, scores_stored: bool = False) -> float:
@@ -79,13 +95,18 @@ def core_attention_bytes(m: ModelConfig, lay: Layout, recompute: str, scores_sto
     sbh = _sbh(m, lay)
     s, b, a = lay.seq_length / lay.cp, lay.micro_batch_size, m.num_attention_heads
     r = m.num_query_groups / m.num_attention_heads
-    unit = _elem_bytes(lay) / 2
+    e = _elem_bytes(lay)
+    cpu = lay.device == "cpu"
     kv_positions = lay.cp if recompute == "none" else 1  # sequences' worth of K/V per local one
-    total = (2 + 4 * r * kv_positions) * sbh / t * unit
+    total = (1 + 2 * r * kv_positions) * e * sbh / t
+    if cpu:  # q and k after RoPE are copies; V stays a view of the QKV output
+        total += (1 + r) * e * sbh / t
     if recompute == "none":
-        total += 2 * sbh / t * unit + 4.0 * a / t * s * b  # output + fp32 log-sum-exp
+        total += 4.0 * a / t * s * b  # fp32 log-sum-exp
+        if not cpu:  # on CPU the output is the output projection's input, counted in layer_bytes
+            total += e * sbh / t
         if scores_stored:  # local queries x all keys
-            total += 2 * a / t * s * (s * lay.cp) * b * unit
+            total += a / t * s * (s * lay.cp) * b * e
     return total
 
 
@@ -139,11 +160,20 @@ def stage_bytes(m: ModelConfig, lay: Layout, stage: int, recompute: str, scores_
 
 
 def head_input_bytes(m: ModelConfig, lay: Layout) -> float:
-    """The last stage's final-norm and output-layer inputs, for one micro-batch."""
+    """The last stage's final-norm and output-layer inputs, for one micro-batch (on CPU the
+    final norm keeps two fp32 tensors)."""
+    if lay.device == "cpu":
+        return layer_input_bytes(m, lay) / _elem_bytes(lay) * (CPU_NORM_BYTES + _elem_bytes(lay))
     return 2 * layer_input_bytes(m, lay)
 
 
-def logits_bytes(lay: Layout, padded_vocab: int) -> float:
-    """Logits of one micro-batch on the last stage (vocab split over TP), with their gradient."""
+def logits_bytes(m: ModelConfig, lay: Layout, padded_vocab: int) -> float:
+    """Logits of one micro-batch on the last stage (vocab split over TP), with their gradient.
+    With the chunked loss (model/chunked_loss.py) only one chunk of tokens' logits exists, next
+    to the output weight's gradient, which its backward builds whole before handing it on."""
     tokens = lay.seq_length / lay.cp * lay.micro_batch_size
-    return tokens * padded_vocab / lay.tp * LOGITS_BYTES_PER_ELEMENT
+    vocab = padded_vocab / lay.tp
+    if lay.loss_impl != "chunked":
+        return tokens * vocab * LOGITS_BYTES_PER_ELEMENT
+    chunk = min(tokens, lay.loss_chunk_size) * vocab * LOGITS_BYTES_PER_ELEMENT
+    return chunk + vocab * m.hidden_size * _elem_bytes(lay)

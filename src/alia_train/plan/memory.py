@@ -23,6 +23,16 @@ Beyond what torch allocates: a fixed FIXED_OVERHEAD_GIB for the CUDA context, NC
 the TP / PP / DP communicators and cuBLAS / Transformer Engine workspaces, and ALLOCATOR_SLACK of
 the allocated peak for the caching allocator's fragmentation. Capacities (cluster.gpu_memory_gb)
 are read as GiB, the unit nvidia-smi and torch report (an H100 64 GB shows 65,536 MiB).
+
+A CPU process (Layout.device "cpu") holds the same parts in host memory, in fp32 unless
+train.precision=bf16 (config/derived.py; fp32 keeps no master copy), with the CPU layers'
+activations (activations.py), and instead of the CUDA figure a fixed CPU_PROCESS_OVERHEAD_GIB:
+Python, torch, megatron-core, gloo and the data pipeline. It also holds what a checkpoint save
+copies, which on a GPU goes to host memory: megatron-core's dist_checkpointing holds about
+CHECKPOINT_COPIES copies of 16 bytes per parameter (the model's weights and the optimizer's
+master weights, Adam m and v, all counted in fp32) while the activations are gone, in fp32 and
+in bf16 alike.
+benchmarks/plan_memory_vs_rss.py compares the CPU figure with the peak resident memory of runs.
 """
 
 from __future__ import annotations
@@ -36,13 +46,19 @@ from alia_train.plan.parallel_layout import Layout
 
 GIB = 2**30
 FIXED_OVERHEAD_GIB = 3.0
+# Measured: the peak RSS of `alia-train +model=tiny` (a model of a few MB) on CPU, torch 2.14
+# (CUDA build, whose libraries alone are 0.7 GB resident) and megatron-core 0.19: 1.17 GiB.
+CPU_PROCESS_OVERHEAD_GIB = 1.2
+# Measured on the shrunk recipes (benchmarks/plan_memory_vs_rss.py): a save holds 26 to 32 bytes
+# per parameter beyond the training state, in fp32 and in bf16: two copies of its 16.
+CHECKPOINT_COPIES = 2.0
 ALLOCATOR_SLACK = 0.05
 RECOMPUTE_MODES = ("none", "selective", "full")
 
 
 @dataclass(frozen=True)
 class StageMemory:
-    """Peak memory of one GPU of one pipeline stage, in bytes."""
+    """Peak memory of one GPU (or CPU process) of one pipeline stage, in bytes."""
 
     stage: int
     label: str  # "all layers" (PP 1), "first stage", "last stage"
@@ -56,6 +72,8 @@ class StageMemory:
     head: float  # last stage: final-norm / output-layer inputs
     logits: float  # last stage: logits and their gradient (one micro-batch)
     gathered_kv: float = 0.0  # of `activations`: K/V all-gathered over CP (0 without CP)
+    fixed_overhead: float = FIXED_OVERHEAD_GIB * GIB  # CUDA context etc., or a CPU process's
+    checkpoint_copy: float = 0.0  # CPU: what a save holds while it writes (on GPU: host memory)
     # Alternatives the report shows next to the configured choice.
     activations_by_recompute: dict[str, float] = field(default_factory=dict)
     optimizer_distributed: float = 0.0  # master + Adam with the distributed optimizer
@@ -67,12 +85,14 @@ class StageMemory:
 
     @property
     def allocated(self) -> float:
-        """Peak of what torch allocates: backward start, or the optimizer step if larger."""
-        return self.static + max(self.activations + self.head + self.logits, self.step_transient)
+        """Peak of what torch allocates: backward start, or the optimizer step or (CPU) a
+        checkpoint save if larger."""
+        return self.static + max(self.activations + self.head + self.logits, self.step_transient,
+                                 self.checkpoint_copy)
 
     @property
     def overhead(self) -> float:
-        return FIXED_OVERHEAD_GIB * GIB + ALLOCATOR_SLACK * self.allocated
+        return self.fixed_overhead + ALLOCATOR_SLACK * self.allocated
 
     @property
     def total(self) -> float:
@@ -100,6 +120,8 @@ def stage_memory(m: ModelConfig, padded_vocab: int, lay: Layout, stage: int) -> 
     else:
         weight_b, grad_b, master_b, transient_b = 4, 4, 0, 0
     opt_shards = shards if lay.distributed_optimizer else 1
+    cpu = lay.device == "cpu"
+    fp32_state = n * (4 + (4 + 8) / opt_shards)  # model weights, master weights, Adam m and v
     acts = {
         mode: activations.stage_bytes(m, lay, stage, mode) for mode in RECOMPUTE_MODES
     }
@@ -116,7 +138,9 @@ def stage_memory(m: ModelConfig, padded_vocab: int, lay: Layout, stage: int) -> 
         activations=acts[lay.recompute],
         gathered_kv=activations.gathered_kv_held_bytes(m, lay, stage, lay.recompute),
         head=activations.head_input_bytes(m, lay) if last else 0.0,
-        logits=activations.logits_bytes(lay, padded_vocab) if last else 0.0,
+        logits=activations.logits_bytes(m, lay, padded_vocab) if last else 0.0,
+        fixed_overhead=(CPU_PROCESS_OVERHEAD_GIB if cpu else FIXED_OVERHEAD_GIB) * GIB,
+        checkpoint_copy=CHECKPOINT_COPIES * fp32_state if cpu else 0.0,
         activations_by_recompute=acts,
         optimizer_distributed=n * (master_b + 8) / shards,
         optimizer_replicated=n * (master_b + 8),

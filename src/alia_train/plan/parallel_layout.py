@@ -1,7 +1,8 @@
-"""The parallel layout a plan is made for: how a job of `world_size` GPUs splits the model.
+"""The parallel layout a plan is made for: how a job of `world_size` processes splits the model,
+on GPUs or on CPU processes, and the memory settings of each (recompute, loss, precision).
 
 The configured layout, or one the planner weighs as a suggestion; the quantities that follow
-from it (DP size, micro-batches) come from config/derived.py, as for the run itself.
+from it (DP size, micro-batches, bf16) come from config/derived.py, as for the run itself.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Layout:
     recompute: str  # "none", "selective" or "full"
     recompute_num_layers: int
     bf16: bool
+    loss_impl: str = "plain"  # "plain" or "chunked" (train.loss_impl)
+    loss_chunk_size: int = 1024
+    device: str = "gpu"  # "gpu" or "cpu": what the fixed overhead is, and what bf16 "auto" means
 
     @property
     def dp(self) -> int:
@@ -58,11 +62,11 @@ class Layout:
             "sequence parallel" if self.sp else "no sequence parallel",
             "distributed optimizer" if self.distributed_optimizer else "no distributed optimizer",
             f"{self.recompute} recompute",
-        ]
+        ] + ([f"chunked loss ({self.loss_chunk_size} tokens)"] if self.loss_impl == "chunked" else [])
         return " x ".join(parts) + "; " + ", ".join(flags)
 
 
-def layout_from_config(cfg: Config, world_size: int) -> Layout:
+def layout_from_config(cfg: Config, world_size: int, device: str = "gpu") -> Layout:
     par, tr = cfg.parallel, cfg.train
     return Layout(
         world_size=world_size,
@@ -78,6 +82,10 @@ def layout_from_config(cfg: Config, world_size: int) -> Layout:
         seq_length=tr.seq_length,
         recompute=str(tr.recompute),
         recompute_num_layers=tr.recompute_num_layers,
-        # The planner plans GPU runs (whatever train.device): precision "auto" means bf16 there.
-        bf16=uses_bf16(tr.precision, cuda=True),
+        # Planned for `device`, whatever train.device: precision "auto" means bf16 on a GPU,
+        # fp32 on CPU.
+        bf16=uses_bf16(tr.precision, cuda=device == "gpu"),
+        loss_impl=str(tr.loss_impl),
+        loss_chunk_size=tr.loss_chunk_size,
+        device=device,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alia_train.plan.activations import in_flight_microbatches
+from alia_train.plan.levers import MAX_GPUS, SmallestMachines
 from alia_train.plan.memory import ALLOCATOR_SLACK, FIXED_OVERHEAD_GIB, GIB, StageMemory
 from alia_train.plan.run_plan import RunPlan
 
@@ -143,3 +144,14 @@ def _advice_lines(plan: RunPlan) -> list[str]:
         lines.append("layouts that fit (add these overrides):")
         lines += [f"  {s}" for s in plan.suggestions]
     return lines
+
+
+def format_smallest_machines(model: str, seq_length: int, sm: SmallestMachines) -> str:
+    """The least each kind of machine needs for this model at this sequence length, with the
+    overrides that get it there (the memory levers; on one process no model parallelism)."""
+    gpus = f"{sm.gpus}: {sm.gpus_layout}" if sm.gpus is not None else f"more than {MAX_GPUS:,}"
+    rows = [("one GPU", f"{sm.one_gpu.total / GIB:.1f} GiB: {sm.one_gpu.text()}"),
+            ("one CPU process", f"{sm.cpu.total / GIB:.1f} GiB of memory, a checkpoint save included: {sm.cpu.text()}"),
+            (f"GPUs of {sm.gpu_gib:g} GiB", gpus)]
+    return "\n".join([f"smallest machines for {model} at {seq_length:,} tokens (with the memory levers that help)"]
+                     + [f"  {label:<20}{text}" for label, text in rows])

@@ -67,7 +67,8 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _overrides(base: Layout, new: Layout) -> list[str]:
+def layout_overrides(base: Layout, new: Layout) -> list[str]:
+    """The Hydra overrides that turn `base`'s settings into `new`'s."""
     keys = [
         ("parallel.tp", "tp"),
         ("parallel.pp", "pp"),
@@ -75,8 +76,11 @@ def _overrides(base: Layout, new: Layout) -> list[str]:
         ("parallel.cp", "cp"),
         ("parallel.sp", "sp"),
         ("parallel.distributed_optimizer", "distributed_optimizer"),
+        ("parallel.grad_reduce_in_bf16", "grad_reduce_in_bf16"),
         ("train.recompute", "recompute"),
+        ("train.loss_impl", "loss_impl"),
         ("train.micro_batch_size", "micro_batch_size"),
+        ("train.seq_length", "seq_length"),
     ]
     out = []
     for key, attr in keys:
@@ -128,7 +132,7 @@ def suggest_layouts(cfg: Config, world_size: int, vocab_size: int, capacity_gib:
         peak = max(s.total for s in layout_memory(m, padded, lay))
         if peak > capacity_gib * GIB:
             continue
-        changes = _overrides(base, lay)
+        changes = layout_overrides(base, lay)
         tight = peak > (1 - MIN_HEADROOM) * capacity_gib * GIB
         key = (tight, rec == "full", tp * pp * cp, pp, cp, -mbs, len(changes))
         found.append((key, changes, peak))

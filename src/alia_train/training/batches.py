@@ -1,8 +1,10 @@
 """Micro-batches for this data-parallel rank, from a position in the global sample order.
 
-Sample i of the dataset belongs to global step i // global_batch_size whatever the layout:
-each slice of micro_batch_size x DP consecutive samples is split across DP ranks. Resuming
-needs only `consumed_samples`.
+A step reads the next global_batch_size samples from the position, whatever the layout: each
+slice of micro_batch_size x DP consecutive samples is split across DP ranks. The order itself
+does not depend on the batch size or the run's length (data/sample_order.py), so resuming needs
+only `consumed_samples`, also with another global batch size: the new steps read on from there,
+no sample skipped or read twice.
 """
 
 from __future__ import annotations

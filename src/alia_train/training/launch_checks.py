@@ -1,11 +1,10 @@
 """Checks of a launch made before any process group starts (config values, paths, tokenizer,
-vocabulary, data sources, GPU memory), so a mistake is one line and exit 2 rather than a
+vocabulary, data sources, memory on GPU or CPU), so a mistake is one line and exit 2 rather than a
 traceback from deep inside the first step or write. `check_launch` runs them all, in order."""
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -69,6 +68,7 @@ def check_launch(cfg: Config, launch: LaunchEnv, tokenizer=None):
     that concern data.tokenizer (vocabulary, data sources) are not made."""
     import torch
 
+    from alia_train.config.derived import uses_cuda
     from alia_train.config.validate import config_problems
     from alia_train.model.build import transformer_engine_available
 
@@ -81,9 +81,10 @@ def check_launch(cfg: Config, launch: LaunchEnv, tokenizer=None):
         raise RunError(problem)
     if tokenizer is None:
         tokenizer = _checked_tokenizer(cfg)
-    if cuda and cfg.train.check_memory and not fits_in_memory(cfg, launch, tokenizer.vocab_size):
-        raise RunError("memory: this run does not fit in GPU memory (report above); "
-                       "use a suggested layout, or train.check_memory=false to start anyway")
+    if cfg.train.check_memory:
+        problem = memory_problem(cfg, launch, tokenizer.vocab_size, uses_cuda(cfg.train.device, cuda))
+        if problem:  # on every rank (none is left waiting for the others); rank 0 says it
+            raise RunError(problem)
     return tokenizer
 
 
@@ -109,16 +110,34 @@ def _checked_tokenizer(cfg: Config):
     return tokenizer
 
 
-def fits_in_memory(cfg: Config, launch: LaunchEnv, vocab_size: int) -> bool:
-    """The planner's estimate against this GPU's memory; rank 0 prints the plan (the whole
-    report with suggested layouts when it does not fit)."""
+def memory_problem(cfg: Config, launch: LaunchEnv, vocab_size: int, cuda: bool) -> str | None:
+    """Why this run will not fit in this rank's memory (one line), or None: the planner's
+    estimate against this GPU's memory, or on CPU against the host's available memory, cgroup
+    limit and ulimit -v, which the job's ranks on this node share. On a GPU, rank 0 prints the
+    plan's summary when it fits."""
+    from alia_train.plan.host_memory import host_capacities, ranks_on_this_node
+    from alia_train.plan.machine_fit import check_machine
+
+    if cuda:
+        capacities, ranks = [_gpu_capacity(launch)], 1
+    else:
+        ranks = ranks_on_this_node(launch.world_size)
+        capacities = host_capacities(ranks)
+    fit = check_machine(cfg, vocab_size, launch.world_size, "gpu" if cuda else "cpu", capacities, ranks)
+    if fit is None or fit.fits:
+        if fit is not None and cuda and launch.rank == 0:
+            print(f"[alia-train] {fit.summary()}", flush=True)
+        return None
+    return fit.refusal()
+
+
+def _gpu_capacity(launch: LaunchEnv):
+    """This rank's GPU memory, as a bound for the planner (its own: shared with no other rank)."""
     import torch
 
-    from alia_train.plan import format_run_plan, plan_run
+    from alia_train.parallel.launch_env import cuda_device_index
+    from alia_train.plan.host_memory import Capacity
 
-    gib = torch.cuda.get_device_properties(launch.local_rank).total_memory / 2**30
-    plan = plan_run(cfg, launch.world_size, vocab_size, gpu_memory_gib=gib)
-    if launch.rank == 0:
-        print(format_run_plan(plan) if not plan.fits else f"[alia-train] {plan.summary()}",
-              file=sys.stderr if not plan.fits else sys.stdout, flush=True)
-    return plan.fits
+    device = cuda_device_index(launch.local_rank, torch.cuda.device_count())
+    props = torch.cuda.get_device_properties(device)
+    return Capacity(f"GPU {device}, {props.name}", props.total_memory, per_process=True)

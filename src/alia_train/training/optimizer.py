@@ -7,7 +7,8 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from alia_train.config.schema import Config
+from alia_train.checkpoint.resume_rules import WSD, WSD_DECAY, wsd_decay_follows
+from alia_train.config.schema import Config, DecayStyle
 
 
 def wrap_ddp(cfg: Config, chunks: list[torch.nn.Module], dtype: torch.dtype) -> list[DistributedDataParallel]:
@@ -52,15 +53,22 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
     if opt.fused_adam:
         use_fused_adam(optimizer)
     init_optimizer_state(optimizer)
+    return optimizer, build_scheduler(cfg, optimizer)
+
+
+def build_scheduler(cfg: Config, optimizer) -> LRSchedule:
+    """The LR (and weight-decay) schedule of `optimizer`, in optimizer steps."""
+    opt = cfg.optim
     decay_steps = opt.decay_steps or cfg.train.steps
-    scheduler = OptimizerParamScheduler(
+    wsd = opt.decay_style == DecayStyle.wsd
+    return LRSchedule(
         optimizer,
         init_lr=0.0,
         max_lr=opt.lr,
         min_lr=opt.min_lr,
         lr_warmup_steps=min(opt.warmup_steps, decay_steps - 1) if decay_steps > 1 else 0,
         lr_decay_steps=decay_steps,
-        lr_decay_style=str(opt.decay_style),  # plain str: megatron stores it in the checkpoint
+        lr_decay_style=WSD if wsd else str(opt.decay_style),  # plain str: megatron stores it in the checkpoint
         start_wd=opt.weight_decay,
         end_wd=opt.weight_decay,
         wd_incr_steps=decay_steps,
@@ -68,8 +76,32 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
         # A resume keeps the checkpoint's schedule unless the config asks for its own.
         use_checkpoint_opt_param_scheduler=not opt.override_schedule,
         override_opt_param_scheduler=opt.override_schedule,
+        wsd_decay_steps=opt.wsd_decay_steps if wsd else None,
+        lr_wsd_decay_style=str(opt.wsd_decay_style) if wsd else None,
     )
-    return optimizer, scheduler
+
+
+class LRSchedule(OptimizerParamScheduler):
+    """megatron's scheduler, stepped once per optimizer step (the schedule counts steps, not
+    samples), plus what its state dict leaves out: a wsd decay's length and style, saved so that
+    a resume continues them. A wsd run resumed in its stable phase takes this run's decay
+    (resume_rules.wsd_decay_follows): more train.steps move the decay to the new end."""
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "wsd_decay_steps": self.wsd_decay_steps,
+                "lr_wsd_decay_style": self.lr_wsd_decay_style}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        ours = {name: getattr(self, name) for name in WSD_DECAY}
+        keep_ours = self.override_opt_param_scheduler or wsd_decay_follows(state_dict, self)
+        if not keep_ours:  # megatron keeps the saved style and decay steps: the saved decay goes with them
+            self.wsd_decay_steps = state_dict.get("wsd_decay_steps", self.wsd_decay_steps)
+            self.lr_wsd_decay_style = state_dict.get("lr_wsd_decay_style", self.lr_wsd_decay_style)
+        super().load_state_dict(state_dict)
+        if keep_ours:
+            for name, value in ours.items():
+                setattr(self, name, value)
+            self.step(increment=0)  # the LR of the resumed step under this run's decay
 
 
 def attach_schedule_hooks(model: list[DistributedDataParallel], optimizer) -> None:

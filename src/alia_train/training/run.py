@@ -58,7 +58,11 @@ def open_run(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions())
     """A Trainer ready to train, on an accepted launch that holds the run directory's lock."""
     from alia_train.parallel.runtime import init_runtime
 
-    tokenizer = check_launch(cfg, launch, options.tokenizer)
+    try:
+        tokenizer = check_launch(cfg, launch, options.tokenizer)
+    except RunError as e:
+        e.every_rank = True  # each rank checks the same launch: rank 0 says it
+        raise
     rt = init_runtime(cfg, launch)
     lock = None
     try:
@@ -93,7 +97,7 @@ def _take_lock(cfg: Config, launch: LaunchEnv):
             lock, error[0] = None, str(e)
     dist.broadcast_object_list(error, src=0)
     if error[0]:
-        raise RunError(error[0])
+        raise RunError(error[0], every_rank=True)
     return lock
 
 
@@ -137,7 +141,7 @@ def _accept(cfg: Config, launch: LaunchEnv, trainer: Trainer) -> None:
         refused[0] = accept_launch(cfg, launch.world_size, p.step, p.consumed_samples, trainer.rt.device.type)
     dist.broadcast_object_list(refused, src=0)
     if refused[0]:
-        raise RunError(refused[0])
+        raise RunError(refused[0], every_rank=True)
 
 
 def _teardown(keep_process_group: bool) -> None:

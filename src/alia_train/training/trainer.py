@@ -22,7 +22,7 @@ from alia_train.training.batches import BatchReader, MicroBatchIterator
 from alia_train.training.errors import RunError
 from alia_train.training.evaluation import Evaluator
 from alia_train.training.intervals import Every
-from alia_train.training.nonfinite import nonfinite_warning
+from alia_train.training.nonfinite import NonfiniteSteps
 from alia_train.training.optimizer import attach_schedule_hooks, build_optimizer, wrap_ddp
 from alia_train.training.save_policy import SavePolicy
 from alia_train.training.signals import StopDecision, install_stop_handler, release_stop_handler
@@ -55,9 +55,10 @@ class Trainer:
         self.checkpoints = CheckpointManager(
             cfg, self.model, self.optimizer, self.scheduler,
             {"path": tokenizer.path, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
-            to_yaml(cfg),
+            to_yaml(cfg), cuda=rt.cuda,
         )
         self.saves = SavePolicy(cfg.checkpoint.interval, tr.steps)
+        self.nonfinite = NonfiniteSteps(tr.on_nonfinite, tr.max_skipped_steps)
         self.progress = self._resume()
         self.data = self._build_data() if with_data else None
         self.languages: list[str] = list(self.data.languages) if self.data else []
@@ -92,10 +93,9 @@ class Trainer:
         from alia_train.data.datasets import build_datasets
 
         tr = self.cfg.train
-        # Enough samples from the resumed position to the last step. Normally steps x GBS (the
-        # dataset, and so its sample order, stays the same on every resume with the same steps
-        # and GBS: megatron's shuffle depends on the count); more when the run kept another
-        # run's data position (checkpoint.load without reset_data) or GBS grew.
+        # Enough samples from the resumed position to the last step: steps x GBS, more when the
+        # run kept another run's data position (checkpoint.load without reset_data) or GBS grew.
+        # The count sizes the dataset only: sample i is the same whatever it is (sample_order.py).
         p = self.progress
         remaining = max(tr.steps - p.step, 0) * tr.global_batch_size
         train_samples = max(tr.steps * tr.global_batch_size, p.consumed_samples + remaining)
@@ -124,7 +124,7 @@ class Trainer:
         its = self.batches(self.progress.consumed_samples)
         log = TrainLog(self.cfg, self.rt.trackers, self.languages, self.progress.step,
                        self.tokenizer.vocab_size, self.rt.cuda)
-        decision = None
+        decision, save_owed = None, False
         try:
             while self.progress.step < self.cfg.train.steps:
                 result = self.step(its)
@@ -142,10 +142,15 @@ class Trainer:
                 if decision is not None:
                     self._save_on_stop(decision, step)
                     break
-                if self.saves.due(step):
+                # A save due in a run of non-finite steps waits for a finite one (nonfinite.py).
+                save_owed = (save_owed or self.saves.due(step)) and step < self.saves.last
+                if save_owed and not self.nonfinite.weights_suspect:
                     self.checkpoints.save(self.progress)
+                    save_owed = False
             else:
-                if self.saves.final_due(self.progress.step, self.checkpoints.last_saved_step):
+                if self.nonfinite.weights_suspect:
+                    _log(self.nonfinite.unsaved_note(self.progress.step))
+                elif self.saves.final_due(self.progress.step, self.checkpoints.last_saved_step):
                     self.checkpoints.save(self.progress, blocking=True)
         finally:
             self.close()
@@ -156,7 +161,7 @@ class Trainer:
 
     def _advance(self, result: StepResult) -> None:
         """Count the step done (a skipped one too: its samples are not trained on again)."""
-        warning = nonfinite_warning(result, self.progress.step + 1, self.cfg.train.on_nonfinite)
+        warning = self.nonfinite.check(result, self.progress.step + 1)
         if warning:
             _log(warning)
         self.progress.step += 1
