@@ -53,6 +53,16 @@ INVALID = [
     (["parallel.cp=2", "train.seq_length=126"], 2, False, "train.seq_length", "2 x parallel.cp = 4"),
     (["parallel.overlap_param_gather=true"], 1, False, "parallel.overlap_param_gather", "distributed_optimizer"),
     (["parallel.pp=2", "parallel.vpp=2", "train.global_batch_size=12"], 2, False, "train.global_batch_size", "divisible by parallel.pp"),
+    # Found only by megatron or torch at run time before they were checked here (#24):
+    (["parallel.tp=2", "parallel.sp=true", "train.seq_length=127"], 2, False, "train.seq_length", "not divisible by parallel.tp 2"),
+    (["model.hidden_size=132"], 1, False, "model.hidden_size", "odd head size 33"),
+    (["model.rope_theta=0"], 1, False, "model.rope_theta", "> 0"),
+    (["model.rope_scaling_factor=0"], 1, False, "model.rope_scaling_factor", "> 0"),
+    (["optim.adam_eps=0"], 1, False, "optim.adam_eps", "> 0"),
+    (["optim.decay_steps=0"], 1, False, "optim.decay_steps", "positive integer or null"),
+    (["train.recompute=full", "train.recompute_num_layers=0"], 1, False, "train.recompute_num_layers", "positive"),
+    (["data.split='0,100,0'"], 1, False, "data.split", "nothing to train on"),
+    (["train.eval_interval=5", "data.split='100,0,0'"], 1, False, "train.eval_interval", "no validation part"),
 ]
 
 

@@ -46,7 +46,7 @@ def layout_problems(m: ModelConfig, s: ParallelSplit) -> list[str]:
         + pipeline_split_problems(m, s.pp, s.vpp)
         + context_split_problems(s.seq_length, s.cp)
         + batch_split_problems(s)
-        + sequence_parallel_problems(s.tp, s.sp)
+        + sequence_parallel_problems(s.tp, s.sp, s.seq_length // s.cp)
     )
 
 
@@ -109,7 +109,12 @@ def batch_split_problems(s: ParallelSplit) -> list[str]:
     return []
 
 
-def sequence_parallel_problems(tp: int, sp: bool) -> list[str]:
+def sequence_parallel_problems(tp: int, sp: bool, seq_per_cp_rank: int) -> list[str]:
     if sp and tp == 1:
         return ["parallel.sp: sequence parallelism needs parallel.tp > 1; set parallel.sp=false"]
+    if sp and seq_per_cp_rank % tp:
+        # megatron scatters each micro-batch's sequence over the TP ranks: a remainder fails
+        # in the first forward's scatter, after the model and data are built.
+        return [f"train.seq_length: with parallel.sp each TP rank holds seq_length / cp / tp tokens; "
+                f"{seq_per_cp_rank} per CP rank is not divisible by parallel.tp {tp}; use a multiple of it"]
     return []

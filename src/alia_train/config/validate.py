@@ -58,14 +58,21 @@ def range_problems(cfg: Config) -> list[str]:
         "train.seq_length": tr.seq_length,
         "train.loss_chunk_size": tr.loss_chunk_size,
         "train.max_skipped_steps": tr.max_skipped_steps,
+        "train.recompute_num_layers": tr.recompute_num_layers,
         "logging.interval": cfg.logging.interval,
         "checkpoint.keep": cfg.checkpoint.keep,
     }
     p = [f"{key}: must be a positive integer, got {value}" for key, value in positive.items()
          if value is None or value <= 0]
+    if opt.decay_steps is not None and opt.decay_steps <= 0:
+        # megatron's scheduler asserts decay steps > 0; and 0 would silently mean train.steps.
+        p.append(f"optim.decay_steps: must be a positive integer or null (train.steps), got {opt.decay_steps}")
     if m.vocab_size is not None and m.vocab_size <= 0:
         p.append(f"model.vocab_size: must be positive (or null to take it from the tokenizer), got {m.vocab_size}")
-    above_zero = {"model.init_std": m.init_std, "model.norm_eps": m.norm_eps, "optim.lr": opt.lr}
+    # RoPE's base and scaling divide, Adam's eps divides: 0 gives inf/NaN at the first step.
+    above_zero = {"model.init_std": m.init_std, "model.norm_eps": m.norm_eps, "optim.lr": opt.lr,
+                  "model.rope_theta": m.rope_theta, "model.rope_scaling_factor": m.rope_scaling_factor,
+                  "optim.adam_eps": opt.adam_eps}
     p += [f"{key}: must be > 0, got {value}" for key, value in above_zero.items() if not value > 0]
     not_negative = {
         "optim.min_lr": opt.min_lr,
@@ -132,6 +139,10 @@ def model_shape_problems(cfg: Config) -> list[str]:
         )
     if m.hidden_size % m.num_attention_heads:
         p.append(f"model.hidden_size: {m.hidden_size} is not divisible by num_attention_heads {m.num_attention_heads}")
+    elif (m.hidden_size // m.num_attention_heads) % 2:
+        # RoPE rotates pairs of channels: an odd head size fails in the first forward.
+        p.append(f"model.hidden_size: {m.hidden_size} / num_attention_heads {m.num_attention_heads} gives an odd "
+                 f"head size {m.hidden_size // m.num_attention_heads}; RoPE needs an even one")
     return p
 
 
@@ -195,6 +206,13 @@ def data_problems(cfg: Config) -> list[str]:
         split = []
     if not 0 < len(split) <= 3 or any(x < 0 for x in split) or sum(split) <= 0:
         p.append(f"data.split: '{d.split}' is not train,valid,test percentages; e.g. data.split=98,2,0")
+    elif split[0] == 0:
+        p.append(f"data.split: '{d.split}' leaves nothing to train on; give the training part a share, "
+                 "e.g. data.split=98,2,0")
+    elif cfg.train.eval_interval > 0 and (len(split) < 2 or split[1] == 0):
+        # Validation would be skipped without a word: no sample is in the valid part.
+        p.append(f"train.eval_interval: {cfg.train.eval_interval} but data.split '{d.split}' has no validation "
+                 "part; give it a share (e.g. data.split=98,2,0) or set train.eval_interval=0")
     multipliers = {f"data.multipliers.{k}": v for k, v in d.multipliers.items()}
     multipliers["data.default_multiplier"] = d.default_multiplier
     multipliers.update({f"data.sources[{i}].multiplier": s.multiplier for i, s in enumerate(d.sources)})
