@@ -5,8 +5,9 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]           # on the GPU machine, carrying .whl/
 #   bash scripts/gpu_check.sh --rehearse OUT_DIR  # the same, on the CPU (CI runs it)
 #
-# 1. installs what the machine lacks from the wheels in .whl/ (--no-index: a bare PyTorch image
-#    with torch and numpy only is enough) and checks that everything the steps import is there;
+# 1. refuses at once where torch sees no GPU; installs what the machine lacks from the wheels in
+#    .whl/ (--no-index: a bare PyTorch image with torch and numpy only is enough) and checks that
+#    everything the steps import is there;
 # 2. runs the tests marked `gpu` (NCCL, bf16 vs fp32 numerics, SDPA on a fused kernel, a short
 #    run of alia-train with its throughput figures);
 # 3. benchmarks/train_levers.py: the salamandra_2b recipe (full size, local layers, bf16) with
@@ -36,6 +37,18 @@ py=${PYTHON:-python3}
 started=$(date +%s)
 note() { echo "== $* ($(($(date +%s) - started)) s)"; }
 
+# torch alone decides whether there is a GPU: asked first, before any install.
+if [ "$rehearse" = 1 ]; then
+    "$py" -c 'import torch; print("rehearsal on the CPU; torch", torch.__version__)'
+else
+    "$py" -c '
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_check: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {torch.version.cuda}); "
+             "an NVIDIA driver older than that CUDA needs hides the GPU: see docs/cluster.md")
+print("gpu:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| CUDA", torch.version.cuda)' || exit 1
+fi
+
 if ls .whl/*.whl >/dev/null 2>&1; then
     site=$(mktemp -d "${TMPDIR:-/tmp}/alia-site.XXXXXX")
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl || {
@@ -64,16 +77,6 @@ for name in ("torch", "numpy", "megatron.core", "hydra", "omegaconf", "yaml", "s
 if missing:
     sys.exit("gpu_check: cannot import " + "; ".join(missing) + " -- run scripts/gpu_wheels.sh here and carry .whl/")
 EOF
-if [ "$rehearse" = 1 ]; then
-    "$py" -c 'import torch; print("rehearsal on the CPU; torch", torch.__version__)'
-else
-    "$py" -c '
-import sys, torch
-if not torch.cuda.is_available():
-    sys.exit(f"gpu_check: no CUDA GPU visible to torch {torch.__version__} (built for CUDA {torch.version.cuda}); "
-             "an NVIDIA driver older than that CUDA needs hides the GPU: see docs/cluster.md")
-print("gpu:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| CUDA", torch.version.cuda)' || exit 1
-fi
 
 status=0
 note "tests marked gpu"
