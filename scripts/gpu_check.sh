@@ -51,6 +51,7 @@ fi
 
 if ls .whl/*.whl >/dev/null 2>&1; then
     site=$(mktemp -d "${TMPDIR:-/tmp}/alia-site.XXXXXX")
+    trap 'rm -rf "$site"' EXIT  # 240 MB of installed wheels: gone with the check
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl || {
         echo "gpu_check: installing .whl/ failed (two versions of one package? run scripts/gpu_wheels.sh again)" >&2
         exit 1

@@ -48,11 +48,13 @@ def test_gpu_check_rehearsal_from_a_clean_copy_in_a_bare_torch_python(tmp_path):
     assert wheels.returncode == 0, wheels.stderr[-3000:]
     assert sum(f.stat().st_size for f in (repo / ".whl").glob("*.whl")) < 48 * 2**20  # room left in 64 MiB
 
-    out = tmp_path / "out"
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
     check = subprocess.run(["bash", "scripts/gpu_check.sh", "--rehearse", str(out)], cwd=repo,
-                           env={**env, "PYTHON": bare, "LEVERS_BUDGET_S": "900"},
+                           env={**env, "PYTHON": bare, "LEVERS_BUDGET_S": "900", "TMPDIR": str(scratch)},
                            capture_output=True, text=True, timeout=1500)
     assert check.returncode == 0, check.stdout[-5000:] + check.stderr[-3000:]
+    assert not list(scratch.glob("alia-site.*"))  # the installed wheels are removed afterwards
 
     tests_log = (out / "gpu_tests.log").read_text()
     assert "2 passed, 2 skipped" in tests_log, tests_log[-2000:]  # NCCL and the fused-kernel test need a GPU

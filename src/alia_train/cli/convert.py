@@ -7,8 +7,9 @@ import re
 import sys
 
 from alia_train.cli.config_dirs import add_config_dir_option
+from alia_train.cli.errors import report_error
 from alia_train.cli.quiet import quiet_libraries
-from alia_train.exit_codes import EXIT_CONFIG, EXIT_OK
+from alia_train.exit_codes import EXIT_OK
 
 DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
 
@@ -63,11 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str, code: int = EXIT_CONFIG) -> int:
-    for line in message.splitlines():
-        print(f"alia-convert: error: {line}", file=sys.stderr)
-    return code
-
 
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
@@ -91,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             import_from_hf(args.hf_dir, args.out_dir, args.overrides, dtype=dtype, tokenizer=args.tokenizer, log=log,
                            config_dirs=args.config_dirs)
     except (ConversionError, ConfigError) as e:
-        return _fail(str(e))
+        return report_error("alia-convert", str(e))
     return EXIT_OK
 
 

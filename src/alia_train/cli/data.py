@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from alia_train.cli.errors import report_error
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCK_LOST, EXIT_OK
 from alia_train.progress import human
 
@@ -158,7 +159,7 @@ def prefix_lock(prefix: str) -> Iterator[None]:
 
 
 def _lost_lock(e: Exception) -> None:
-    print(f"alia-data: error: {e}", file=sys.stderr, flush=True)
+    report_error("alia-data", str(e))
     os._exit(EXIT_LOCK_LOST)  # from the heartbeat thread: stop before publishing over the other set
 
 
@@ -238,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print("alia-data: interrupted; no partly written set was published", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as e:  # our errors derive from ValueError
-        print(f"alia-data: error: {error_line(e)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_error("alia-data", error_line(e), EXIT_CONFIG)
 
 
 def error_line(e: Exception) -> str:

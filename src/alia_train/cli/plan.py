@@ -12,8 +12,9 @@ import argparse
 import sys
 
 from alia_train.cli.config_dirs import add_config_dir_option
+from alia_train.cli.errors import report_error
 from alia_train.cli.quiet import quiet_libraries
-from alia_train.exit_codes import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_OK
+from alia_train.exit_codes import EXIT_DOES_NOT_FIT, EXIT_OK
 
 EPILOG = """examples:
   alia-plan +model=alia_40b cluster=marenostrum5 cluster.nodes=256
@@ -44,11 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    for line in message.splitlines():
-        print(f"alia-plan: error: {line}", file=sys.stderr)
-    return EXIT_CONFIG
-
 
 def _tokenizer_vocab(cfg) -> int | None:
     try:
@@ -68,22 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     from alia_train.plan.plan_text import format_smallest_machines
 
     if args.mfu is not None and not 0 < args.mfu <= 1:
-        return _fail(f"--mfu: must be in (0, 1], got {args.mfu}")
+        return report_error("alia-plan", f"--mfu: must be in (0, 1], got {args.mfu}")
     if args.tokens is not None and args.tokens <= 0:
-        return _fail(f"--tokens: must be positive, got {args.tokens}")
+        return report_error("alia-plan", f"--tokens: must be positive, got {args.tokens}")
     try:
         cfg = load_config(args.overrides, args.config_dirs)
     except ConfigError as e:
-        return _fail(str(e))
+        return report_error("alia-plan", str(e))
     world_size = cfg.cluster.nodes * cfg.cluster.gpus_per_node
     if args.machines:  # one model copy: the smallest job the configured layout accepts
         world_size = cfg.parallel.tp * cfg.parallel.pp * cfg.parallel.cp
     if world_size <= 0:
-        return _fail(f"cluster: nodes x gpus_per_node must be positive, got {cfg.cluster.nodes} x {cfg.cluster.gpus_per_node}")
+        return report_error("alia-plan", f"cluster: nodes x gpus_per_node must be positive, got {cfg.cluster.nodes} x {cfg.cluster.gpus_per_node}")
     vocab = args.vocab_size or cfg.model.vocab_size or _tokenizer_vocab(cfg)
     plan = plan_run(cfg, world_size, vocab, tokens=args.tokens, mfu=args.mfu)
     if plan.layout is None:  # the config itself is wrong, memory was not estimated
-        return _fail("\n".join(plan.problems))
+        return report_error("alia-plan", "\n".join(plan.problems))
     machines = format_smallest_machines(cfg.model.name, cfg.train.seq_length,
                                         smallest_machines(cfg, vocab, plan.capacity_gib))
     if args.machines:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alia_train.cli.errors import report_error
 from alia_train.cli.quiet import quiet_libraries
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
@@ -41,11 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = write_report(args.run_dir, args.out)
     except NoMetricsError as e:
-        print(f"alia-report: error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_error("alia-report", str(e), EXIT_CONFIG)
     except OSError as e:  # e.g. an output directory we may not write
-        print(f"alia-report: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_error("alia-report", str(e), EXIT_FAILED)
     if not args.quiet:
         print(f"alia-report: wrote {paths[-1]} and {len(paths) - 1} plots in {paths[-1].parent}")
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from alia_train.cli.errors import report_error
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_OK
 
 USAGE = """usage: alia-train [--config-dir DIR] +model=NAME [key=value ...]
@@ -19,11 +20,6 @@ Config groups (configs/): model parallel optim train data checkpoint logging clu
 See docs/configuration.md for every key.
 """
 
-
-def _fail(message: str, code: int = EXIT_CONFIG) -> int:
-    for line in message.splitlines():
-        print(f"alia-train: error: {line}", file=sys.stderr)
-    return code
 
 
 def _first_rank() -> bool:
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         # Said once per node: a refusal can depend on the node (its memory, its GPUs, a path).
         if e.every_rank and launch.local_rank != 0:
             return e.exit_code
-        return _fail(str(e), e.exit_code)
+        return report_error("alia-train", str(e), e.exit_code)
 
 
 def _load_config(argv: list[str]):
@@ -87,7 +83,7 @@ def _load_config(argv: list[str]):
             return EXIT_OK
         return load_config(argv, config_dirs)
     except (ConfigError, ValueError) as e:
-        return _fail(str(e)) if _first_rank() else EXIT_CONFIG
+        return report_error("alia-train", str(e)) if _first_rank() else EXIT_CONFIG
 
 
 if __name__ == "__main__":
