@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from alia_train.parallel.launch_env import ranks_on_this_node
 from alia_train.plan.host_memory import (
     GIB,
     LATER_MAPPINGS_GIB,
     cgroup_limits,
     host_capacities,
-    ranks_on_this_node,
 )
 
 MIB = 2**20

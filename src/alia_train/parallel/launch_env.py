@@ -51,6 +51,19 @@ def cuda_device_index(local_rank: int, visible_device_count: int) -> int:
     )
 
 
+def ranks_on_this_node(world_size: int, environ: Mapping[str, str] | None = None) -> int:
+    """Processes of this job on this machine: torchrun's LOCAL_WORLD_SIZE, Slurm's tasks per
+    node (the most of any node, "4(x2),3" -> 4), else the whole job (a single process, or a
+    launcher that says nothing: all on one machine, the cautious guess)."""
+    env = os.environ if environ is None else environ
+    if env.get("LOCAL_WORLD_SIZE"):
+        return int(env["LOCAL_WORLD_SIZE"])
+    for key in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        if env.get(key) and "SLURM_PROCID" in env:
+            return max(int(part.split("(")[0]) for part in env[key].split(","))
+    return world_size
+
+
 def expand_nodelist(nodelist: str) -> list[str]:
     """Expand Slurm's compressed host list, e.g. 'gs[01-03,07],login1' -> gs01 gs02 gs03 gs07 login1."""
     hosts: list[str] = []

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from alia_train.config.derived import derive
 from alia_train.config.schema import Config
-from alia_train.parallel.launch_env import LaunchEnv, cuda_device_index
+from alia_train.parallel.launch_env import LaunchEnv, cuda_device_index, ranks_on_this_node
 
 
 @dataclass
@@ -40,7 +40,7 @@ def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
         cpu_compat.install()  # also where a GPU is present but train.device=cpu
         device = torch.device("cpu")
         # Each rank of a multi-process CPU job gets its share of the cores.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _local_world_size(launch))))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ranks_on_this_node(launch.world_size))))
     dtype = torch.bfloat16 if derived.bf16 else torch.float32
 
     if not dist.is_initialized():
@@ -70,9 +70,6 @@ def init_runtime(cfg: Config, launch: LaunchEnv) -> Runtime:
     model_parallel_cuda_manual_seed(cfg.train.seed)
     return Runtime(launch=launch, device=device, dtype=dtype, cuda=cuda)
 
-
-def _local_world_size(launch: LaunchEnv) -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0] or 1)
 
 
 def shutdown() -> None:

@@ -11,11 +11,9 @@ together and are at the same point, so each is taken to hold what this one holds
 
 from __future__ import annotations
 
-import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 GIB = 2**30
 # Address space a CPU run maps beyond its resident memory after start-up (thread stacks,
@@ -42,19 +40,6 @@ class Capacity:
 class ProcessMemory:
     resident: int  # VmRSS, bytes
     mapped: int  # VmSize, bytes
-
-
-def ranks_on_this_node(world_size: int, environ: Mapping[str, str] | None = None) -> int:
-    """Processes of this job on this machine: torchrun's LOCAL_WORLD_SIZE, Slurm's tasks per
-    node (the most of any node, "4(x2),3" -> 4), else the whole job (a single process, or a
-    launcher that says nothing: all on one machine, the cautious guess)."""
-    env = os.environ if environ is None else environ
-    if env.get("LOCAL_WORLD_SIZE"):
-        return int(env["LOCAL_WORLD_SIZE"])
-    for key in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
-        if env.get(key) and "SLURM_PROCID" in env:
-            return max(int(part.split("(")[0]) for part in env[key].split(","))
-    return world_size
 
 
 def process_memory(proc: Path = Path("/proc")) -> ProcessMemory:

@@ -115,7 +115,8 @@ def memory_problem(cfg: Config, launch: LaunchEnv, vocab_size: int, cuda: bool) 
     estimate against this GPU's memory, or on CPU against the host's available memory, cgroup
     limit and ulimit -v, which the job's ranks on this node share. On a GPU, rank 0 prints the
     plan's summary when it fits."""
-    from alia_train.plan.host_memory import host_capacities, ranks_on_this_node
+    from alia_train.parallel.launch_env import ranks_on_this_node
+    from alia_train.plan.host_memory import host_capacities
     from alia_train.plan.machine_fit import check_machine
 
     if cuda:
