@@ -3,9 +3,10 @@ training stall of an asynchronous save against a synchronous one, all in one pro
 
     python benchmarks/checkpoint_io.py [--dir /tmp/ckpt_bench] [--hidden 1024] [--layers 8] [--saves 3]
 
-1. Disk: write a file of the checkpoint's size in 16 MiB blocks and fsync it (GB/s), measured
-   right before the saves (the disk's speed drifts on shared machines).
-2. Sync save: CheckpointManager.save(blocking=True) of model + Adam state. "first" is the first
+1. Disk: write the checkpoint's size as as many files at once as a save writes (16 MiB blocks,
+   each fsynced; GB/s), measured right before each save (the disk's speed drifts on shared
+   machines).
+2. Sync save: checkpoint/writer.py's save(blocking=True) of model + Adam state. "first" is the first
    save of the process (one-time set-up included); "steady" the median of the next ones. Both
    include writing, fsync, the CRC-32 of every file and publishing.
 3. Checksums: CRC-32 of the checkpoint's files alone (what COMPLETE's checksums cost).
@@ -13,7 +14,7 @@ training stall of an asynchronous save against a synchronous one, all in one pro
    extra time of the next training steps while the writer runs (copy-on-write of the pages
    training changes, and on a small machine the writer's CPU), and the time until the
    checkpoint is published.
-5. Load: CheckpointManager.load_latest(), verification of sizes and checksums included (GB/s).
+5. Load: checkpoint/resume.py's load_latest(), verification of sizes and checksums included (GB/s).
 """
 
 from __future__ import annotations
@@ -32,30 +33,42 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def disk_write_speed(path: Path, nbytes: int) -> float:
+def disk_write_speed(path: Path, nbytes: int, files: int = 2) -> float:
+    """GB/s of writing `nbytes` as `files` files at once (one thread each, 16 MiB blocks, each
+    file fsynced), as a save writes its shard files: a single stream under-reports a disk that a
+    parallel writer fills (the probe read below the saves themselves)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     block = os.urandom(16 << 20)
-    start = time.perf_counter()
-    with open(path, "wb") as f:
+    per_file = -(-nbytes // files)
+
+    def write(i: int) -> int:
+        target = path.with_name(f"{path.name}.{i}")
         written = 0
-        while written < nbytes:
-            f.write(block)
-            written += len(block)
-        f.flush()
-        os.fsync(f.fileno())
+        with open(target, "wb") as f:
+            while written < per_file:
+                f.write(block)
+                written += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+        return written
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(files) as pool:
+        total = sum(pool.map(write, range(files)))
     elapsed = time.perf_counter() - start
-    path.unlink()
-    return written / elapsed
+    for i in range(files):
+        path.with_name(f"{path.name}.{i}").unlink()
+    return total / elapsed
 
 
-def checksum_seconds(ckpt: Path) -> float | None:
-    from alia_train.checkpoint import layout
+def checksum_seconds(ckpt: Path) -> float:
+    from alia_train.checkpoint import directory
 
-    if not hasattr(layout, "file_crc32"):
-        return None
     start = time.perf_counter()
     for p in ckpt.iterdir():
         if p.is_file():
-            layout.file_crc32(p)
+            directory.file_crc32(p)
     return time.perf_counter() - start
 
 
@@ -92,7 +105,7 @@ def estimated_bytes(trainer) -> int:
 def async_cost(trainer, step: int) -> tuple[float, float, float]:
     """(seconds save() blocks the loop, extra seconds of the next ASYNC_STEPS training steps
     while the writer runs, seconds until the checkpoint is published)."""
-    from alia_train.checkpoint.manager import TrainingProgress
+    from alia_train.checkpoint.state_dict import TrainingProgress
 
     batches = trainer.batches(0)
 
@@ -112,31 +125,34 @@ def async_cost(trainer, step: int) -> tuple[float, float, float]:
 
 
 def measure(cfg, trainer, root: Path, saves: int) -> None:
-    from alia_train.checkpoint import layout
-    from alia_train.checkpoint.manager import TrainingProgress
+    from alia_train.checkpoint import directory
+    from alia_train.checkpoint.state_dict import TrainingProgress
 
     mgr = trainer.checkpoints
-    ckpt_of = lambda step: layout.checkpoints_dir(cfg.run.dir) / layout.step_dir_name(step)  # noqa: E731
+    ckpt_of = lambda step: directory.checkpoints_dir(cfg.run.dir) / directory.step_dir_name(step)  # noqa: E731
 
     sync = []
     disk = []
-    size = estimated_bytes(trainer)
+    size, files = estimated_bytes(trainer), 2  # megatron's writer: 2 files per rank
     for step in range(1, saves + 1):
         # the disk's speed right before each save: it drifts on shared machines
-        disk.append(disk_write_speed(root / "disk_probe.bin", size))
+        disk.append(disk_write_speed(root / "disk_probe.bin", size, files))
         start = time.perf_counter()
         mgr.save(TrainingProgress(step=step), blocking=True)
         sync.append(time.perf_counter() - start)
         size = dir_bytes(ckpt_of(step))
+        files = max(1, len(list(ckpt_of(step).glob("*.distcp"))))
     crc = checksum_seconds(ckpt_of(saves))
 
     step = saves + 1
     stall, slowdown, async_total = async_cost(trainer, step)
     start = time.perf_counter()
-    loaded = mgr.load_latest()
+    from alia_train.checkpoint.resume import load_latest
+
+    loaded = load_latest(trainer.state)
     load_seconds = time.perf_counter() - start
     trainer.close()
-    assert loaded is not None and loaded.path.name == layout.step_dir_name(step)
+    assert loaded.path is not None and loaded.path.name == directory.step_dir_name(step)
 
     params = sum(p.numel() for c in trainer.model for p in c.parameters())
     disk_speed = statistics.median(disk)
@@ -148,9 +164,8 @@ def measure(cfg, trainer, root: Path, saves: int) -> None:
           f"({size / sync[0] / disk_speed:.0%} of disk)")
     print(f"sync save, steady (median of {len(sync) - 1}): {steady:.2f} s = {size / steady / 1e9:.2f} GB/s "
           f"({size / steady / disk_speed:.0%} of disk); all: {', '.join(f'{s:.2f}' for s in sync)} s")
-    if crc is not None:
-        print(f"CRC-32 of the files alone: {crc:.2f} s = {size / crc / 1e9:.2f} GB/s "
-              f"(inside every save; off the training loop in async saves)")
+    print(f"CRC-32 of the files alone: {crc:.2f} s = {size / crc / 1e9:.2f} GB/s "
+          f"(inside every save; off the training loop in async saves)")
     print(f"async save: loop blocked {stall:.2f} s ({stall / steady:.0%} of a steady sync save); "
           f"published after {async_total:.2f} s; the {ASYNC_STEPS} training steps after it took "
           f"{slowdown:+.2f} s more than the {ASYNC_STEPS} before it (copy-on-write, and the "
@@ -165,9 +180,6 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--saves", type=int, default=3, help="sync saves (the first one is reported apart)")
     args = ap.parse_args()
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # as alia-train starts
     root = Path(args.dir)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -51,13 +51,21 @@ def _status_kb(field: str) -> int:
 
 def _measure(impl: str, n: int, v: int, h: int, c: int, dtype: str) -> int:
     """Peak bytes above the resident set before one forward + backward of the loss step."""
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
+
+    with process_groups(load_config(["+model=tiny"]), detect_launch_env({})):
+        return _measure_in_group(impl, n, v, h, c, dtype)
+
+
+def _measure_in_group(impl: str, n: int, v: int, h: int, c: int, dtype: str) -> int:
     import torch
     import torch.distributed as dist
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
     from alia_train.model.chunked_loss import chunked_linear_cross_entropy
 
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     torch.set_num_threads(1)
     tdtype = torch.float32 if dtype == "fp32" else torch.bfloat16
 
@@ -79,7 +87,6 @@ def _measure(impl: str, n: int, v: int, h: int, c: int, dtype: str) -> int:
     before = _status_kb("VmRSS")
     loss_of(hidden, weight, labels).sum().backward()
     peak = _status_kb("VmHWM")
-    dist.destroy_process_group()
     return (peak - before) * 1024
 
 

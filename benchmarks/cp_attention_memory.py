@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import tempfile
 from pathlib import Path
@@ -74,12 +73,13 @@ def _measure(seq: int, cp: int, rank: int, group, args) -> int:
 def _worker(rank: int, cp: int, port: int, args, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=cp)
-    try:
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
+
+    env = {"RANK": str(rank), "WORLD_SIZE": str(cp), "LOCAL_RANK": str(rank), "MASTER_PORT": str(port)}
+    with process_groups(load_config(["+model=tiny", f"parallel.cp={cp}"]), detect_launch_env(env)):
         peaks = {seq: _measure(seq, cp, rank, dist.group.WORLD, args) for seq in args.seqs}
-    finally:
-        dist.destroy_process_group()
     Path(out_dir, f"cp{cp}_rank{rank}.json").write_text(json.dumps(peaks))
 
 

@@ -14,7 +14,6 @@ than --tolerance (1 percentage point by default).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -44,16 +43,20 @@ def main() -> int:
 
     stats = tokenize(TokenizeOptions([str(a.corpus)], str(a.tokenizer), str(a.work / "bench"), progress=False))
 
-    import torch.distributed as dist
-    from megatron.core import parallel_state
+    from alia_train.config.schema import Config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
 
-    from alia_train.config.schema import Config, DataSource
+    cfg = Config()
+    with process_groups(cfg, detect_launch_env({})):
+        return _measure(a, cfg, stats)
+
+
+def _measure(a, cfg, stats) -> int:
+    from alia_train.config.schema import DataSource
     from alia_train.data.datasets import build_datasets
     from alia_train.data.tokenizer import load_tokenizer
 
-    dist.init_process_group("gloo", init_method=f"file://{a.work / 'dist_init'}.{os.getpid()}", rank=0, world_size=1)
-    parallel_state.initialize_model_parallel()
-    cfg = Config()
     cfg.train.seq_length = a.seq_length
     cfg.data.split = "98,2,0"
     cfg.data.cache_dir = str(a.work / "cache")
@@ -85,8 +88,6 @@ def main() -> int:
     ok = worst <= 100 * a.tolerance
     print(f"largest deviation {worst:.3f} percentage points: {'OK' if ok else 'FAIL'} "
           f"(tolerance {100 * a.tolerance:.1f})")
-    parallel_state.destroy_model_parallel()
-    dist.destroy_process_group()
     return 0 if ok else 1
 
 

@@ -248,12 +248,6 @@ def main() -> int:
                         help="random token batches over model.vocab_size instead of the data pipeline")
     parser.add_argument("--json", default=None)
     args, overrides = parser.parse_known_args()
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # as alia-train starts (a plain import on a GPU machine)
-    from alia_train.cli.quiet import quiet_libraries
-
-    quiet_libraries()  # before torch / megatron-core are imported, as the CLIs do
     import torch
 
     with tempfile.TemporaryDirectory(prefix="alia-train-bench-") as tmp:

@@ -29,11 +29,10 @@ def runtime():
     that build models in-process; shut down after the module."""
     from alia_train.config import load_config
     from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
+    from alia_train.training.startup import process_groups
 
-    rt = init_runtime(load_config(["+model=tiny"]), detect_launch_env({}))
-    yield rt
-    shutdown()
+    with process_groups(load_config(["+model=tiny"]), detect_launch_env({})) as rt:
+        yield rt
 
 
 def scratch(request, tmp_path_factory, name: str) -> Path:
@@ -79,6 +78,12 @@ LONGEST_FIRST = [
     "parallel/test_layouts.py",
     "slurm/test_real_slurm.py",
     "slurm/test_slurm_scripts.py",
+    "cli/test_doc_promises.py",
+    "checkpoint/test_relayout.py",
+    "slurm/test_tokenize_slurm.py",
+    "eval/test_alia_eval.py",
+    "slurm/test_eval_slurm.py",
+    "benchmarks/test_checkpoint_memory.py",
     "parallel/test_context_parallel_layouts.py",
     "convert",
     "report/test_report_demo.py",

@@ -35,6 +35,12 @@
 #                     overriding --signal on the sbatch command line
 #   ALIA_MIN_TRAIN_S  a USR1 from the time limit sooner than this after the start means --time
 #                     is too short for the warning: no requeue, exit 2 (default 300)
+#   ALIA_EVAL_TASKS   set (e.g. iberian, or local): each training job submits scripts/slurm/eval.sh
+#                     for its run directory with --tasks $ALIA_EVAL_TASKS, to start when the job
+#                     has ended, however it ended (--dependency=afterany); docs/evaluation.md
+#   ALIA_EVAL_SBATCH  extra sbatch options for that eval job (e.g. "--gres=gpu:1 --time=2:00:00")
+#   ALIA_EVAL_ARGS    extra alia-eval options for it (e.g. "--limit 500")
+#   ALIA_EVAL_CMD     the eval command in eval.sh (default: alia-eval)
 
 set -euo pipefail
 
@@ -127,6 +133,84 @@ alia_hydra_args() {
   ((has_cluster)) || ALIA_ARGS+=("cluster=${ALIA_CLUSTER:-marenostrum5}")
   ALIA_ARGS+=("cluster.nodes=$SLURM_JOB_NUM_NODES" "cluster.gpus_per_node=$(alia_tasks_per_node)")
   ALIA_ARGS+=("$@")
+}
+
+# The run directory the Hydra arguments in ALIA_ARGS name, absolute (the job runs in the submit
+# directory): run.dir, else runs/<run.name>, else runs/<model name> (the schema's defaults). A
+# run.dir with a ${...} interpolation is not resolved here: give it plainly to chain evals.
+alia_run_dir() {
+  local arg dir='' name='' model='' model_name=''
+  for arg in "${ALIA_ARGS[@]}"; do
+    arg=${arg#+}
+    arg=${arg#+}
+    case $arg in
+      run.dir=*) dir=${arg#run.dir=} ;;
+      run.name=*) name=${arg#run.name=} ;;
+      model.name=*) model_name=${arg#model.name=} ;;
+      model=*) model=${arg#model=} ;;
+    esac
+  done
+  dir=${dir:-runs/${name:-${model_name:-$model}}}
+  [[ $dir == /* ]] || dir="$PWD/$dir"
+  echo "$dir"
+}
+
+# Runs a command without this job's SLURM_* variables (SLURM_CONF kept): an sbatch from inside a
+# job would otherwise hand them to the new job.
+alia_without_job_env() {
+  (
+    local var
+    for var in $(compgen -e); do
+      if [[ $var == SLURM_* && $var != SLURM_CONF ]]; then unset "$var"; fi
+    done
+    "$@"
+  )
+}
+
+# With ALIA_EVAL_TASKS set: submit the eval of this run's checkpoints, to start once this job has
+# ended (afterany: completed, failed, timed out, cancelled or requeued). A failed submission is
+# logged and the training goes on.
+alia_chain_eval() {
+  [[ -n ${ALIA_EVAL_TASKS:-} ]] || return 0
+  local run_dir out extra=() eval_args=()
+  run_dir=$(alia_run_dir)
+  read -r -a extra <<<"${ALIA_EVAL_SBATCH:-}"
+  read -r -a eval_args <<<"${ALIA_EVAL_ARGS:-}"
+  if out=$(ALIA_HOME="$(cd -- "$ALIA_SLURM_DIR/../.." && pwd)" alia_without_job_env sbatch --parsable \
+    --dependency="afterany:$SLURM_JOB_ID" "${extra[@]}" "$ALIA_SLURM_DIR/eval.sh" "$run_dir" \
+    --tasks "$ALIA_EVAL_TASKS" "${eval_args[@]}" 2>&1); then
+    alia_log "chained eval job ${out%%;*} (afterany:$SLURM_JOB_ID): alia-eval $run_dir --tasks $ALIA_EVAL_TASKS ${eval_args[*]}"
+  else
+    alia_log "WARNING: the chained eval job was not submitted (the training goes on): $out"
+  fi
+}
+
+# eval.sh: alia-eval RUN_DIR [options] on this one node (its GPUs; a model too large for one GPU
+# is split over them by alia-eval itself, one process). Without --tasks: ALIA_EVAL_TASKS, else
+# iberian. Datasets must be in the Hugging Face cache already: compute nodes are offline
+# (alia_environment), and a missing one is one line naming the download command.
+alia_eval_main() {
+  : "${SLURM_JOB_ID:?run me with sbatch}"
+  if (($# < 1)) || [[ $1 == -* ]]; then
+    echo "eval.sh: error: usage: sbatch scripts/slurm/eval.sh RUN_DIR [alia-eval options]" >&2
+    return "$ALIA_EXIT_CONFIG"
+  fi
+  alia_site_setup
+  alia_environment
+  local arg has_tasks=0 launcher=() eval_cmd=() args=("$@")
+  for arg in "$@"; do
+    [[ $arg != --tasks && $arg != --tasks=* ]] || has_tasks=1
+  done
+  ((has_tasks)) || args+=(--tasks "${ALIA_EVAL_TASKS:-iberian}")
+  if [[ -n ${ALIA_CONTAINER:-} ]]; then
+    launcher=(singularity exec --nv "$ALIA_CONTAINER")
+  fi
+  read -r -a eval_cmd <<<"${ALIA_EVAL_CMD:-alia-eval}"
+  alia_log "job $SLURM_JOB_ID (${SLURM_JOB_NAME:-}) on $(hostname): ${launcher[*]} ${eval_cmd[*]} ${args[*]}"
+  local rc=0
+  "${launcher[@]}" "${eval_cmd[@]}" "${args[@]}" || rc=$?
+  alia_log "alia-eval ended with exit code $rc"
+  return "$rc"
 }
 
 ALIA_STEP_PID=
@@ -263,6 +347,7 @@ alia_slurm_main() {
   alia_rendezvous
   alia_kill_wait
   alia_hydra_args "$@"
+  alia_chain_eval
 
   local launcher=() train_cmd=()
   if [[ -n ${ALIA_CONTAINER:-} ]]; then

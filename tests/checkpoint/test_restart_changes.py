@@ -105,7 +105,7 @@ def test_disk_full_keeps_earlier_checkpoints(tmp_path, cache, reference_dir):
     """The run dir on a full disk (a 50 MiB tmpfs holding two checkpoints; where mounting is
     not allowed, a 4 MiB file-size limit): the next save fails with one line naming the
     condition and the directory, exit 2, earlier checkpoints intact, no .partial left."""
-    from alia_train.checkpoint import layout
+    from alia_train.checkpoint import directory
 
     mnt = tmp_path / "small"
     mounted = _small_filesystem(mnt, 50)
@@ -121,9 +121,9 @@ def test_disk_full_keeps_earlier_checkpoints(tmp_path, cache, reference_dir):
         assert ("the disk is full" if mounted else "file-size limit") in errors[0], errors[0]
         assert "unexpected pos" not in proc.stderr and "Local worker" not in proc.stderr  # held back
         assert f"step_{STEPS + 2:08d}.partial" in errors[0] and f"resumes from step_{STEPS:08d}" in errors[0]
-        kept = layout.complete_checkpoints(run_dir)
+        kept = directory.complete_checkpoints(run_dir)
         assert [p.name for p in kept] == [f"step_{STEPS:08d}", f"step_{STEPS - 2:08d}"]
-        assert all(layout.verify(p, deep=(0, 1)) is None for p in kept)
+        assert all(directory.verify(p, deep=(0, 1)) is None for p in kept)
         assert not list((run_dir / "checkpoints").glob("*.partial"))
         assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:08d}"
     finally:
@@ -191,9 +191,9 @@ def test_resets_apply_only_when_starting_from_another_run(tmp_path, cache, refer
 
 
 def layout_checkpoints(run_dir: Path) -> list[Path]:
-    from alia_train.checkpoint import layout
+    from alia_train.checkpoint import directory
 
-    return layout.complete_checkpoints(run_dir)
+    return directory.complete_checkpoints(run_dir)
 
 
 def test_switching_the_distributed_optimizer_is_refused_before_loading(tmp_path, cache, reference_dir):

@@ -114,8 +114,8 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference, refere
     assert train_losses(run_dir) == reference
     assert (run_dir / "checkpoints" / f"step_{STEPS:08d}.damaged").is_dir()  # set aside, not deleted
     # The re-saved step is intact and, with keep=2, it and the one before are what is kept.
-    from alia_train.checkpoint import layout
+    from alia_train.checkpoint import directory
 
-    kept = layout.complete_checkpoints(run_dir)
+    kept = directory.complete_checkpoints(run_dir)
     assert [p.name for p in kept] == [f"step_{STEPS:08d}", f"step_{STEPS - 2:08d}"]
-    assert all(layout.verify(p, deep=(0, 1)) is None for p in kept)
+    assert all(directory.verify(p, deep=(0, 1)) is None for p in kept)

@@ -96,7 +96,7 @@ def tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     # A guard, not a stand-in: every case must be refused before the training entry point
     # would start process groups and train (in this process).
-    monkeypatch.setattr(runtime, "init_runtime", _must_not_start)
+    monkeypatch.setattr(runtime, "start_process_groups", _must_not_start)
     (tmp_path / "afile").write_text("not a directory\n")
     (tmp_path / "empty").mkdir()
     for group, name, text in (("data", "broken", "sources: [\n"), ("data", "typo", "sourcs: []\n"),

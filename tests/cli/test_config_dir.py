@@ -7,7 +7,7 @@ import shutil
 
 from alia_train.cli import data, plan
 from alia_train.exit_codes import EXIT_OK
-from alia_train.data.sample import sample_corpus_dir, sample_tokenizer_path
+from alia_train.data.sample_corpus import sample_corpus_dir, sample_tokenizer_path
 
 
 def test_alia_plan_uses_a_cluster_of_ones_own(tmp_path, capsys):

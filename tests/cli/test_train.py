@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alia_train.data.sample import sample_corpus_dir, sample_tokenizer_path
+from alia_train.data.sample_corpus import sample_corpus_dir, sample_tokenizer_path
 from conftest import cli, subprocess_env
 
 NOISE = re.compile(r"warn|deprecat", re.IGNORECASE)

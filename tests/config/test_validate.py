@@ -129,3 +129,22 @@ def test_a_gpu_cluster_without_a_gpu_is_refused_in_one_line():
     assert not config_problems(load_config(["+model=tiny", "cluster=marenostrum5", "train.device=cpu"]), 1,
                                cuda=False, te_available=False)  # on the CPU on purpose
     assert not config_problems(load_config(["+model=tiny"]), 1, cuda=False, te_available=False)  # local
+
+
+@pytest.mark.parametrize("key", ["cluster.host_memory_gb", "cluster.filesystem_write_gb_s",
+                                 "cluster.filesystem_read_gb_s", "cluster.node_network_gb_s"])
+def test_checkpoint_cost_figures_are_null_or_positive(key):
+    """The machine's figures for alia-plan's checkpoint costs: null means unknown, 0 or less is
+    refused in one line (a zero bandwidth would divide by zero in the plan)."""
+    assert problems([f"{key}=null"]) == []
+    assert problems([f"{key}=12.5"]) == []
+    for bad in ("0", "-1"):
+        assert problems([f"{key}={bad}"]) == [f"{key}: must be > 0 (or null: unknown), got {float(bad)}"]
+
+
+def test_marenostrum5_checkpoint_figures_are_valid():
+    cfg = load_config(["+model=tiny", "cluster=marenostrum5", "train.device=cpu"])
+    cl = cfg.cluster
+    assert (cl.host_memory_gb, cl.node_network_gb_s, cl.filesystem_read_gb_s, cl.filesystem_write_gb_s) \
+        == (512, 100, 1600, 600)
+    assert config_problems(cfg, 1, cuda=False, te_available=False) == []

@@ -50,7 +50,7 @@ def offline():
 
 @pytest.fixture(scope="session")
 def sample_tokenizer() -> Path:
-    from alia_train.data.sample import sample_tokenizer_path
+    from alia_train.data.sample_corpus import sample_tokenizer_path
 
     path = Path(sample_tokenizer_path())
     assert path.is_file(), f"the sample tokenizer is shipped in the package but missing: {path}"

@@ -47,11 +47,6 @@ def forward_logits(model: list, tokens: torch.Tensor) -> torch.Tensor | None:
 def main() -> None:
     import torch.distributed as dist
 
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # as alia-train does: faster on CPU
-    from megatron.core import parallel_state
-
     from alia_train.config import load_config
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.parallel.runtime import shutdown
@@ -70,6 +65,8 @@ def main() -> None:
             tokenizer = trainer.tokenizer
             tokens = torch.tensor([[tokenizer.bos, *tokenizer.encode(spec["text"])]], dtype=torch.long)
             logits = forward_logits(trainer.model, tokens)
+            from megatron.core import parallel_state  # imported by the start-up (open_run)
+
             # One writer: the last stage's first tensor-parallel and data-parallel rank.
             if logits is not None and parallel_state.get_tensor_model_parallel_rank() == 0 \
                     and parallel_state.get_data_parallel_rank() == 0:

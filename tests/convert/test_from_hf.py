@@ -42,10 +42,10 @@ def test_round_trip_fp32_with_vocab_padding(hf_source, tmp_path, same_weights):
 
 
 def test_checkpoint_layout(imported):
-    from alia_train.checkpoint import layout
+    from alia_train.checkpoint import directory
 
     ckpt = imported / "checkpoints" / "step_00000000"
-    assert layout.verify(ckpt) is None
+    assert directory.verify(ckpt) is None
     assert (imported / "checkpoints" / "latest").read_text().strip() == "step_00000000"
     assert (imported / "tokenizer.model").is_file() and (imported / "config.yaml").is_file()
     from alia_train.convert.dist_reader import DistCheckpointReader

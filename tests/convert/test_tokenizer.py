@@ -27,7 +27,7 @@ EDGE = [
 
 def _sample_texts() -> list[str]:
     """The shipped corpus: es, ca, eu, gl, en (the first 60 documents of each)."""
-    from alia_train.data.sample import sample_corpus_files
+    from alia_train.data.sample_corpus import sample_corpus_files
 
     texts = []
     for f in sample_corpus_files():
@@ -59,7 +59,7 @@ def _assert_same(model_path: Path, texts: list[str]) -> None:
 
 def test_salamandra_style_tokenizer(sample_tokenizer):
     """NFC rules, no extra-whitespace removal, whitespace runs as user-defined symbols."""
-    from alia_train.data.sample import sample_corpus_files
+    from alia_train.data.sample_corpus import sample_corpus_files
 
     langs = {json.loads(Path(f).read_text().splitlines()[0])["lang"] for f in sample_corpus_files()}
     assert {"es", "ca", "eu", "gl", "en"} <= langs

@@ -61,24 +61,12 @@ def tokenizer_path(corpus_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def megatron_dist(tmp_path_factory):
-    """A one-process gloo group and megatron's parallel state, as training sets them up.
+def megatron_dist():
+    """A one-process gloo group and megatron's parallel state, as training sets them up; torn
+    down after the module, so other test modules can set up their own."""
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
 
-    Torn down after the module (only what this fixture created), so other test modules can
-    set up their own."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    made_group = made_state = False
-    if not dist.is_initialized():
-        init = tmp_path_factory.mktemp("dist") / "init"
-        dist.init_process_group("gloo", init_method=f"file://{init}", rank=0, world_size=1)
-        made_group = True
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel()
-        made_state = True
-    yield
-    if made_state:
-        parallel_state.destroy_model_parallel()
-    if made_group:
-        dist.destroy_process_group()
+    with process_groups(load_config(["+model=tiny"]), detect_launch_env({})):
+        yield

@@ -162,7 +162,7 @@ def test_separate_validation_sources_and_multiplier_overrides(megatron_dist, sha
 
 def test_shipped_sample_corpus_is_prepared_and_reused(megatron_dist, tmp_path):
     from alia_train.data.datasets import build_datasets
-    from alia_train.data.sample import sample_corpus_dir
+    from alia_train.data.sample_corpus import sample_corpus_dir
     from alia_train.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(None)
@@ -180,7 +180,7 @@ def test_shipped_sample_corpus_is_prepared_and_reused(megatron_dist, tmp_path):
 def test_shards_of_another_tokenizer_are_refused(megatron_dist, corpus_dir, tokenizer, tmp_path):
     from alia_train.data.checks import DataSourceError
     from alia_train.data.datasets import build_datasets
-    from alia_train.data.sample import sample_tokenizer_path
+    from alia_train.data.sample_corpus import sample_tokenizer_path
     from alia_train.data.tokenize import TokenizeOptions, tokenize
 
     stats = tokenize(TokenizeOptions([str(corpus_dir / "eu.jsonl")], str(sample_tokenizer_path()),

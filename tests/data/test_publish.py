@@ -18,7 +18,7 @@ import pytest
 from alia_train.data.checks import source_problem
 from alia_train.data.indexed import pair_problem
 from alia_train.data.manifest import is_publishing, read_manifest
-from alia_train.data.sample import sample_tokenizer_path
+from alia_train.data.sample_corpus import sample_tokenizer_path
 from alia_train.data.tokenize import TokenizeOptions, finished_stats, tokenize
 from alia_train.data.tokenizer import load_tokenizer
 

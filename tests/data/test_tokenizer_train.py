@@ -10,7 +10,7 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from alia_train.data.sample import sample_tokenizer_path
+from alia_train.data.sample_corpus import sample_tokenizer_path
 from alia_train.data.tokenizer import load_tokenizer
 from alia_train.data.tokenizer_train import SPACE, language_quotas, read_settings, settings_path, split_pieces
 

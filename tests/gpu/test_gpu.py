@@ -37,11 +37,10 @@ SEQ = 1024 if CUDA else 128
 def runtime():
     from alia_train.config import load_config
     from alia_train.parallel.launch_env import detect_launch_env
-    from alia_train.parallel.runtime import init_runtime, shutdown
+    from alia_train.training.startup import process_groups
 
-    rt = init_runtime(load_config(SHAPE), detect_launch_env({}))
-    yield rt
-    shutdown()
+    with process_groups(load_config(SHAPE), detect_launch_env({})) as rt:
+        yield rt
 
 
 @needs_a_gpu

@@ -12,9 +12,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from alia_train.model.context_parallel import cp_attention, gather_sequence, split_for_cp_rank
-from alia_train.parallel import cpu_compat
-
 SEQ, BATCH, HEADS, GROUPS, HEAD_DIM = 256, 2, 4, 2, 16
 
 
@@ -32,6 +29,8 @@ def global_inputs(seed: int) -> dict[str, torch.Tensor]:
 
 def run_cp_attention(cp_group, seed: int) -> dict[str, torch.Tensor]:
     """Forward + backward on this rank's share; everything gathered back to global order."""
+    from alia_train.model.context_parallel import cp_attention, gather_sequence, split_for_cp_rank
+
     size, rank = cp_group.size(), cp_group.rank()
     full = global_inputs(seed)
     local = {name: split_for_cp_rank(t, 0, size, rank) for name, t in full.items()}
@@ -65,9 +64,17 @@ def megatron_slices(cp_group) -> dict[str, torch.Tensor]:
 
 
 def main(out_dir: Path) -> None:
-    cpu_compat.import_megatron()  # faster on CPU, as alia-train does
-    dist.init_process_group("gloo")
-    cpu_compat.install()
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
+
+    launch = detect_launch_env()
+    # The start-up as a run would do it; the CP groups below are the test's own (2 and 4 ranks).
+    with process_groups(load_config(["+model=tiny", f"parallel.cp={launch.world_size}"]), launch):
+        run_all(out_dir)
+
+
+def run_all(out_dir: Path) -> None:
     world, rank = dist.get_world_size(), dist.get_rank()
     pairs = [dist.new_group([r, r + 1]) for r in range(0, world, 2)]
     cp2 = pairs[rank // 2]
@@ -81,7 +88,6 @@ def main(out_dir: Path) -> None:
     }
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

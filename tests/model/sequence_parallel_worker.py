@@ -64,9 +64,6 @@ def one_step(out: Path, sp: bool) -> dict:
 
 
 def main(out: Path) -> None:
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # as alia-train does: faster on CPU
     import torch
     import torch.distributed as dist
 

@@ -6,7 +6,6 @@ vocab 256,000 (benchmarks/chunked_loss_memory.py, measured in its own process)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,15 +66,17 @@ def test_a_wrong_gradient_would_be_caught():
 
 
 def _tp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    hidden, weight, labels, grad_loss = _inputs(torch.float32, v=512)
-    shard = weight.chunk(world)[rank]  # vocabulary rows of this rank, as ColumnParallelLinear holds them
-    loss, grad_h, grad_w = _loss_and_grads(
-        lambda h, w, y: chunked_linear_cross_entropy(h, w, y, 20, group=dist.group.WORLD), hidden, shard, labels,
-        grad_loss)
-    torch.save({"loss": loss, "grad_h": grad_h, "grad_w": grad_w}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
+
+    env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_PORT": str(port)}
+    with process_groups(load_config(["+model=tiny", f"parallel.tp={world}"]), detect_launch_env(env)):
+        hidden, weight, labels, grad_loss = _inputs(torch.float32, v=512)
+        shard = weight.chunk(world)[rank]  # vocabulary rows of this rank, as ColumnParallelLinear holds them
+        loss, grad_h, grad_w = _loss_and_grads(
+            lambda h, w, y: chunked_linear_cross_entropy(h, w, y, 20, group=dist.group.WORLD), hidden, shard,
+            labels, grad_loss)
+        torch.save({"loss": loss, "grad_h": grad_h, "grad_w": grad_w}, f"{out}/rank{rank}.pt")
 
 
 def test_vocab_parallel_over_two_ranks_matches_the_whole_vocabulary(tmp_path):

@@ -22,7 +22,7 @@ from alia_train.config import load_config
 
 TINY = ["+model=tiny", "model.num_layers=2", "train.seq_length=32", "train.micro_batch_size=2"]
 # DP 2, distributed optimizer, both overlaps; a save after step 2 takes the param all-gather
-# hooks off and puts them back (checkpoint/manager.py), as every save does.
+# hooks off and puts them back (checkpoint/writer.py), as every save does.
 DDP_STEPS = 3
 DDP = [
     *TINY, f"train.steps={DDP_STEPS}",
@@ -84,9 +84,6 @@ def test_compiled_layers_train_like_eager_and_compile_once(runtime):
 
 def _ddp_worker(out: Path) -> None:
     """Eager then compiled training in one torchrun launch; rank 0 writes dynamo's counters."""
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()
     from torch._dynamo.utils import counters
 
     from alia_train.parallel.launch_env import detect_launch_env

@@ -130,12 +130,14 @@ def test_cpu_bottom_right_mask_is_a_view_not_a_dense_matrix():
 @pytest.fixture
 def cp_group_of_one():
     """A one-process gloo group: the CP attention's code path, gather and scatter included."""
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
+
     if torch.distributed.is_initialized():
         pytest.skip("a process group is already up in this process")
-    store = torch.distributed.HashStore()
-    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
-    yield torch.distributed.group.WORLD
-    torch.distributed.destroy_process_group()
+    with process_groups(load_config(["+model=tiny"]), detect_launch_env({})):
+        yield torch.distributed.group.WORLD
 
 
 def test_cp_builds_no_index_from_a_list_after_the_first_call(cp_group_of_one, monkeypatch):

@@ -17,9 +17,6 @@ from pathlib import Path
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # as alia-train does: faster on CPU
     from alia_train.config import load_config
     from alia_train.parallel.launch_env import detect_launch_env
     from alia_train.parallel.runtime import shutdown

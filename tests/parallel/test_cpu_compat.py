@@ -75,7 +75,7 @@ def test_compile_is_deferred_to_the_first_call():
     assert calls[-1] == (module, {})  # modules are compiled as torch.compile does
 
 
-def test_megatron_imports_without_the_compiler_or_wandb_and_both_stay_usable():
+def test_the_start_up_imports_megatron_without_the_compiler_or_wandb_and_both_stay_usable():
     import subprocess
     import sys
 
@@ -84,8 +84,10 @@ def test_megatron_imports_without_the_compiler_or_wandb_and_both_stay_usable():
     code = (
         "import sys, torch\n"
         "real = torch.compile\n"
-        "from alia_train.parallel.cpu_compat import import_megatron\n"
-        "import_megatron()\n"
+        "from alia_train.config import load_config\n"
+        "from alia_train.parallel.launch_env import detect_launch_env\n"
+        "from alia_train.training.startup import start_runtime\n"
+        "start_runtime(load_config(['+model=tiny']), detect_launch_env({}))  # imports megatron-core\n"
         "import alia_train.training.run\n"
         "from megatron.core.fusions import fused_bias_swiglu\n"
         "assert torch.compile is real\n"

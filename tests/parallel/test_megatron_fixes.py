@@ -78,7 +78,7 @@ def test_grad_norm_fix_replaces_only_megatrons_fallback(runtime, monkeypatch):
 
     from alia_train.parallel import megatron_fixes
 
-    # init_runtime installed the fix where megatron fell back, and only there.
+    # start_process_groups installed the fix where megatron fell back, and only there.
     assert (clip_grads.l2_norm_impl is megatron_fixes._foreach_l2_norm) == _megatron_fell_back()
     apex_or_te_kernel = object()
     monkeypatch.setattr(clip_grads, "l2_norm_impl", apex_or_te_kernel)

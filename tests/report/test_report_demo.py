@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from report.png import assert_valid_png
 
-from alia_train.checkpoint import layout
+from alia_train.checkpoint import directory
 from alia_train.report import load_run
 from alia_train.report.plots import PLOTS
 from alia_train.report.series import plot_data
@@ -61,9 +61,9 @@ def demo(request, tmp_path_factory) -> dict:
     first_report = _pngs(run / "report")
 
     # The run "dies" after logging step 12 but before its final checkpoint is published.
-    ckpts = layout.checkpoints_dir(run)
-    shutil.rmtree(ckpts / layout.step_dir_name(12))
-    (ckpts / "latest").write_text(layout.step_dir_name(6) + "\n")
+    ckpts = directory.checkpoints_dir(run)
+    shutil.rmtree(ckpts / directory.step_dir_name(12))
+    (ckpts / "latest").write_text(directory.step_dir_name(6) + "\n")
     logs.append(_run([cli("alia-train"), *COMMON, "train.steps=16", f"run.dir={run}"], env))
     logs.append(_run([cli("alia-report"), str(run)], env))
     return {"run": run, "tmp": tmp, "first_metrics": first_metrics, "first_report": first_report, "logs": logs}

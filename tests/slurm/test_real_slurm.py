@@ -149,7 +149,7 @@ def test_second_job_refused_hard_kill_resubmit_then_scancel(slurm_cluster, time_
     assert cluster.job(first)["JobState"] == "RUNNING"
 
     # A hard kill of the trainer (what the OOM killer does): any helper it has (an async
-    # writer mid-save; megatron's Manager is no longer started, see checkpoint/manager.py) goes
+    # writer mid-save; megatron's Manager is no longer started, see checkpoint/async_write.py) goes
     # with it, the step ends at once instead of waiting, and nothing is requeued.
     # tests/parallel/test_child_processes.py kills the parent of a live Manager directly.
     trainer = _trainer_pid(cluster, first)

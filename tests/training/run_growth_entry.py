@@ -33,9 +33,6 @@ class TracedDataset:
 
 def main() -> int:
     trace_path, stop_at, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron()  # before the package's own megatron imports, as alia-train does
     from alia_train.cli.train import main as alia_train
     from alia_train.data import datasets
     from alia_train.training.trainer import Trainer

@@ -8,12 +8,11 @@ import math
 
 import pytest
 
-from alia_train.checkpoint.manager import TrainingProgress
+from alia_train.checkpoint.state_dict import TrainingProgress
 from alia_train.exit_codes import EXIT_NONFINITE
 from alia_train.training.errors import NonFiniteError
 from alia_train.training.intervals import Every, IntervalMeter
 from alia_train.training.nonfinite import nonfinite_warning
-from alia_train.training.save_policy import SavePolicy
 from alia_train.training.step import StepResult
 from alia_train.training.train_log import train_record
 
@@ -31,12 +30,10 @@ def test_logging_and_evaluation_are_due_at_each_interval_and_at_the_last_step():
 
 
 def test_interval_saves_leave_the_last_step_to_the_final_save():
-    policy = SavePolicy(interval=3, last=9)
-    assert [s for s in range(1, 10) if policy.due(s)] == [3, 6]
-    assert not any(SavePolicy(0, last=9).due(s) for s in range(1, 10))
-    assert policy.final_due(9, last_saved_step=6)
-    assert not policy.final_due(9, last_saved_step=9)  # a stop request just saved it
-    assert policy.final_due(0, last_saved_step=None)
+    saves = Every(interval=3, last=9, at_last=False)
+    assert [s for s in range(1, 10) if saves.due(s)] == [3, 6]
+    assert [s for s in range(1, 11) if Every(3, last=10, at_last=False).due(s)] == [3, 6, 9]
+    assert not any(Every(0, last=9, at_last=False).due(s) for s in range(1, 10))
 
 
 class _Clock:

@@ -45,7 +45,13 @@ def load_optimizer_state(optimizer, state: dict, keep_saved_schedule: bool) -> N
             continue  # not one counterpart: left to megatron's own pairing
         saved_values[kind(group)] = {k: group[k] for k in SCHEDULE_GROUP_KEYS if k in group}
         group.update({k: match[0][k] for k in SCHEDULE_GROUP_KEYS if k in match[0]})
-    optimizer.load_state_dict(state)
+    import torch
+
+    # No autograd: the per-rank ("dp_reshardable") form copies into the main parameters, which in
+    # an fp32 run are the model's own leaf tensors (megatron-core 0.19 decorates its other load
+    # paths with no_grad, not this one).
+    with torch.no_grad():
+        optimizer.load_state_dict(state)
     if keep_saved_schedule:
         for group in optimizer.param_groups:
             group.update(saved_values.get(kind(group), {}))

@@ -14,8 +14,8 @@ Refused (they change the sample order):
   data.valid_sources   decides whether validation is carved out of the sources (data.split)
   data.split           the documents that form the training part of each source
   data.multipliers, data.default_multiplier   the blend weights
-  data.tokenizer       checked separately, by the tokenizer file's sha256 (manager.py)
-  model architecture   checked separately (ARCHITECTURE_FIELDS in manager.py)
+  data.tokenizer       checked separately, by the tokenizer file's sha256 (resume.py)
+  model architecture   checked separately (ARCHITECTURE_FIELDS in state_dict.py)
 
 Allowed, handled exactly:
   train.global_batch_size / micro_batch_size   the next step reads on from consumed_samples

@@ -1,15 +1,17 @@
-"""`alia-convert`: Hugging Face LlamaForCausalLM <-> alia-train checkpoints."""
+"""`alia-convert`: Hugging Face LlamaForCausalLM <-> alia-train checkpoints, and a run's checkpoint
+in the portable form (for another parallel layout)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from pathlib import Path
 
 from alia_train.cli.config_dirs import add_config_dir_option
 from alia_train.cli.errors import report_error
-from alia_train.cli.quiet import quiet_libraries
-from alia_train.exit_codes import EXIT_OK
+from alia_train.parallel.quiet import quiet_libraries
+from alia_train.exit_codes import EXIT_INTERRUPTED, EXIT_OK
 
 DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
 
@@ -24,6 +26,12 @@ DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaFo
 
 Both stream tensor by tensor and write OUT_DIR all at once or not at all.
 See docs/huggingface.md.
+
+  torchrun --nproc_per_node=N --no-python alia-convert portable RUN_DIR
+      Rewrite RUN_DIR's newest checkpoint with the distributed optimizer's state in the
+      portable form, which any TP / PP / DP / CP layout loads (routine checkpoints reshard over
+      DP and CP only). Run it with a multiple of the checkpoint's TP x PP x CP processes;
+      alia-train does it by itself where its own processes fit. See docs/cluster.md.
 """
 
 _DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
@@ -40,7 +48,9 @@ def _size(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alia-convert", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf,portable}")
+    sub.add_parser("portable", help="rewrite a run's newest checkpoint for another parallel layout").add_argument(
+        "run_dir", metavar="RUN_DIR")
 
     t = sub.add_parser("to-hf", help="export a checkpoint as a Hugging Face LlamaForCausalLM directory")
     t.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
@@ -68,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "portable":
+        return _portable(args.run_dir)
     import torch
 
     from alia_train.config.load import ConfigError
@@ -88,7 +100,52 @@ def main(argv: list[str] | None = None) -> int:
                            config_dirs=args.config_dirs)
     except (ConversionError, ConfigError) as e:
         return report_error("alia-convert", str(e))
+    except KeyboardInterrupt:  # the staging directory is already gone: all or nothing
+        print(f"alia-convert: interrupted (Ctrl-C); nothing was written to {args.out_dir}", file=sys.stderr,
+              flush=True)
+        return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _portable(run_dir: str) -> int:
+    """The run's newest checkpoint, loaded by the config that wrote it and saved again portable."""
+    from alia_train.training.startup import prepare_process
+
+    prepare_process()
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.errors import RunError
+    from alia_train.training.run import RunOptions, open_run
+
+    launch = detect_launch_env()
+    try:
+        cfg = _newest_checkpoint_config(run_dir)
+        with open_run(cfg, launch, RunOptions(trackers=False, with_data=False)) as trainer:
+            trainer.checkpoints.save(trainer.progress, blocking=True, portable=True)
+            step = trainer.progress.step
+    except RunError as e:
+        return report_error("alia-convert", str(e), e.exit_code) if launch.rank == 0 else e.exit_code
+    if launch.rank == 0:
+        print(f"[alia-convert] step {step} of {run_dir} is portable now: any parallel layout resumes it", flush=True)
+    return EXIT_OK
+
+
+def _newest_checkpoint_config(run_dir: str):
+    from megatron.core import dist_checkpointing
+
+    from alia_train.checkpoint import directory
+    from alia_train.config.load import ConfigError, config_from_yaml_text
+    from alia_train.training.errors import RunError
+
+    found = directory.candidates(run_dir)
+    if not found:
+        raise RunError(f"{run_dir}: no checkpoint to rewrite (give a run directory with checkpoints)")
+    try:
+        text = dist_checkpointing.load_common_state_dict(str(found[0])).get("config_yaml")
+        cfg = config_from_yaml_text(text or "", str(found[0]))
+    except (OSError, ConfigError) as e:
+        raise RunError(f"{found[0]}: cannot read the config that wrote it ({e})") from None
+    cfg.run.dir, cfg.checkpoint.async_save, cfg.checkpoint.load = str(Path(run_dir).absolute()), False, None
+    return cfg
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""`alia-plan +model=NAME [key=value ...]`: will this run fit in GPU memory, and how long will
-its token budget take? Same Hydra config as alia-train; the world size is
-cluster.nodes x cluster.gpus_per_node. Then the smallest machines for the model: one GPU, one
-CPU process, and how many GPUs of the cluster's size.
+"""`alia-plan +model=NAME [key=value ...]`: will this run fit in GPU memory, how long will its
+token budget take, and what do its checkpoints cost (size, host memory, save and load time)?
+Same Hydra config as alia-train; the world size is cluster.nodes x cluster.gpus_per_node. Then
+the smallest machines for the model: one GPU, one CPU process, and how many GPUs of the
+cluster's size.
 
 Exit codes: 0 fits, 1 does not fit (suggestions printed), 2 configuration error.
 """
@@ -13,7 +14,7 @@ import sys
 
 from alia_train.cli.config_dirs import add_config_dir_option
 from alia_train.cli.errors import report_error
-from alia_train.cli.quiet import quiet_libraries
+from alia_train.parallel.quiet import quiet_libraries
 from alia_train.exit_codes import EXIT_DOES_NOT_FIT, EXIT_OK
 
 EPILOG = """examples:
@@ -28,7 +29,7 @@ exit codes (without --machines): 0 fits, 1 does not fit, 2 configuration error. 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alia-plan",
-        description="Per-GPU memory and time to a token budget for an alia-train configuration.",
+        description="Per-GPU memory, time to a token budget and checkpoint costs for an alia-train configuration.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

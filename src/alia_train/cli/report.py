@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from alia_train.cli.errors import report_error
-from alia_train.cli.quiet import quiet_libraries
+from alia_train.parallel.quiet import quiet_libraries
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 DESCRIPTION = """Write PNG plots (loss overall and per language, validation loss per language,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from alia_train.cli.errors import report_error
-from alia_train.exit_codes import EXIT_CONFIG, EXIT_OK
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 
 USAGE = """usage: alia-train [--config-dir DIR] +model=NAME [key=value ...]
 
@@ -15,9 +14,10 @@ Trains a Salamandra-family model; resumes from run.dir's latest checkpoint if th
   examples:   alia-train +model=tiny
               alia-train +model=tiny train.steps=50 run.dir=runs/try1
               torchrun --nproc_per_node=2 --no-python alia-train +model=tiny parallel.tp=2
-Config groups (configs/): model parallel optim train data checkpoint logging cluster.
+  config groups (configs/GROUP/NAME.yaml, chosen with GROUP=NAME): {groups}
   --config-dir DIR  your own groups too: DIR/data/my_mix.yaml -> data=my_mix (repeatable)
-See docs/configuration.md for every key.
+Any key of the schema is set with section.key=value, sections: {sections};
+docs/configuration.md lists every key.
 """
 
 
@@ -31,36 +31,27 @@ def _first_rank() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # First, before any slow import: a SIGUSR1/SIGTERM from Slurm during start-up is remembered
-    # (acted on at the first step), and helper processes survive the job's signals.
-    from alia_train.parallel.child_processes import install as install_child_rules
-    from alia_train.training.signals import install_stop_handler
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: at once, without a save (SIGTERM / SIGUSR1 save first)
+        if _first_rank():
+            print("alia-train: interrupted (Ctrl-C); the same command resumes from the latest complete checkpoint",
+                  file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
-    install_stop_handler()
-    install_child_rules()
-    from alia_train.cli.quiet import quiet_libraries
 
-    quiet_libraries()  # before megatron-core is imported: some of its warnings fire at import
+def _main(argv: list[str] | None) -> int:
+    from alia_train.training.startup import prepare_process
+
+    prepare_process()  # first, before anything slow: a stop signal during start-up is kept
     cfg = _load_config(list(sys.argv[1:] if argv is None else argv))
     if isinstance(cfg, int):
         return cfg
-    if cfg.train.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # must happen before torch touches CUDA
-
-    import torch
-
-    from alia_train.parallel.cpu_compat import import_megatron
     from alia_train.parallel.launch_env import detect_launch_env
-
-    launch = detect_launch_env()
-    if not torch.cuda.is_available():
-        from alia_train.cli.quiet import quiet_cpu_run
-
-        quiet_cpu_run()
-    import_megatron()  # on CPU ~3 s faster than a plain import (see cpu_compat)
     from alia_train.training.errors import RunError
     from alia_train.training.run import train
 
+    launch = detect_launch_env()
     try:
         return train(cfg, launch)
     except RunError as e:
@@ -73,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
 def _load_config(argv: list[str]):
     """The composed Config, or an exit code (help printed, or the error said)."""
     from alia_train.cli.config_dirs import split_config_dirs
-    from alia_train.config.load import ConfigError, available_models, load_config, use_config_dirs
+    from dataclasses import fields
+
+    from alia_train.config.load import ConfigError, available_models, config_groups, load_config, use_config_dirs
+    from alia_train.config.schema import Config
 
     try:
         config_dirs, argv = split_config_dirs(argv)
         if any(a in ("-h", "--help") for a in argv):
             use_config_dirs(config_dirs)
-            print(USAGE.format(models=", ".join(available_models())))
+            sections = ", ".join(f.name for f in fields(Config))
+            print(USAGE.format(models=", ".join(available_models()), groups=", ".join(config_groups()),
+                               sections=sections))
             return EXIT_OK
         return load_config(argv, config_dirs)
     except (ConfigError, ValueError) as e:

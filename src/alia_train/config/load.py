@@ -89,6 +89,16 @@ def available_models() -> list[str]:
     return group_options("model")
 
 
+def config_groups() -> list[str]:
+    """alia-train's config groups (`configs/GROUP/NAME.yaml`: a section of the schema, packaged
+    or from --config-dir); configs/ also holds other tools' groups (eval: alia-eval's task sets)."""
+    from dataclasses import fields
+
+    sections = {f.name for f in fields(Config)}
+    return sorted({p.name for d in search_dirs() for p in d.iterdir()
+                   if p.is_dir() and p.name in sections and any(p.glob("*.yaml"))})
+
+
 def _model_hint() -> str:
     names = ", ".join(available_models())
     return f"pick a model with +model=NAME (available: {names}), e.g. `alia-train +model=tiny`"
@@ -305,13 +315,18 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 
 def from_yaml(path: str | os.PathLike) -> Config:
-    """A config.yaml written by `to_yaml` (a run dir's, a checkpoint's) as a typed Config; keys
-    that were removed from the schema since are dropped, so older runs' files still load."""
-    tree = drop_retired_keys(read_config_file(path))
+    """A config.yaml written by `to_yaml` (a run dir's) as a typed Config; keys that were
+    removed from the schema since are dropped, so older runs' files still load."""
+    return config_from_yaml_text(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def config_from_yaml_text(text: str, source: str = "config.yaml") -> Config:
+    """`from_yaml` of the text itself (a checkpoint keeps its run's config.yaml)."""
+    tree = drop_retired_keys(config_tree(text))
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), tree))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: {getattr(e, 'full_key', None) or 'config'}: {_one_line(e)}") from None
+        raise ConfigError(f"{source}: {getattr(e, 'full_key', None) or 'config'}: {_one_line(e)}") from None
     assert isinstance(cfg, Config)
     return cfg
 

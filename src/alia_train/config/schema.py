@@ -273,6 +273,12 @@ class ClusterConfig:
     peak_tflops: float = 989.0
     # MFU assumed by the planner's time estimates.
     assumed_mfu: float = 0.40
+    # For alia-plan's checkpoint costs (null = unknown): host memory per node (GiB), the file
+    # system's aggregate write / read bandwidth (GB/s) and each node's network bandwidth (GB/s).
+    host_memory_gb: float | None = None
+    filesystem_write_gb_s: float | None = None
+    filesystem_read_gb_s: float | None = None
+    node_network_gb_s: float | None = None
 
 
 @dataclass

@@ -83,7 +83,16 @@ def range_problems(cfg: Config) -> list[str]:
         "train.eval_interval": tr.eval_interval,
     }
     p += [f"{key}: must be >= 0, got {value}" for key, value in not_negative.items() if value < 0]
-    return p + optimizer_value_problems(cfg)
+    return p + optimizer_value_problems(cfg) + cluster_value_problems(cfg)
+
+
+def cluster_value_problems(cfg: Config) -> list[str]:
+    """The machine's figures for alia-plan's checkpoint costs: null (unknown) or positive."""
+    cl = cfg.cluster
+    figures = {"cluster.host_memory_gb": cl.host_memory_gb, "cluster.filesystem_write_gb_s": cl.filesystem_write_gb_s,
+               "cluster.filesystem_read_gb_s": cl.filesystem_read_gb_s, "cluster.node_network_gb_s": cl.node_network_gb_s}
+    return [f"{key}: must be > 0 (or null: unknown), got {value}" for key, value in figures.items()
+            if value is not None and not value > 0]
 
 
 def optimizer_value_problems(cfg: Config) -> list[str]:

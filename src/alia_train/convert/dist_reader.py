@@ -153,6 +153,8 @@ class DistCheckpointReader:
                          planner=planner, no_dist=True)
         except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException
             cause = first_failure(e)
+            if cause is not e and not isinstance(cause, Exception):  # Ctrl-C inside DCP: not damage
+                raise cause from None
             if isinstance(cause, ConversionError):
                 raise cause from None
             if isinstance(cause, FileNotFoundError):

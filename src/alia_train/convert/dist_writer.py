@@ -110,7 +110,7 @@ def write_dist_checkpoint(directory: Path, tensors: list[TensorSpec], objects: d
             dcp.save({}, storage_writer=writer, planner=_LazySavePlanner(tensors, objects), no_dist=True)
     except CheckpointException as e:  # a BaseException: unwrap what went wrong for the caller
         cause = first_failure(e)
-        if isinstance(cause, Exception):
+        if cause is not e:  # an error, or Ctrl-C (KeyboardInterrupt), as itself
             raise cause from None
         raise
     (directory / "metadata.json").write_text(json.dumps(BACKEND_METADATA))

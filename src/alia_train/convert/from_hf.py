@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from alia_train.checkpoint import layout
+from alia_train.checkpoint import directory
 from alia_train.config.load import load_config, to_yaml
 from alia_train.config.schema import Config, ModelConfig
 from alia_train.convert import mapping as mp
@@ -189,15 +189,15 @@ def import_from_hf(
     with staged_output(final) as stage:
         shutil.copyfile(tok_src, stage / "tokenizer.model")
         (stage / "config.yaml").write_text(to_yaml(cfg))
-        target = layout.partial_dir(stage, 0)
+        target = directory.partial_dir(stage, 0)
         target.mkdir(parents=True)
         objects = {
             COMMON_STATE_KEY: common_state(cfg, final / "tokenizer.model", file_sha256(tok_src), vocab, hf_dir),
             **extra_state_objects(a.num_layers),
         }
         write_dist_checkpoint(target, tensor_specs(st, a, padded, out_dtype), objects)
-        layout.publish(stage, 0, {"source": str(hf_dir)})
-    ckpt = final / "checkpoints" / layout.step_dir_name(0)
+        directory.publish(stage, 0, {"source": str(hf_dir)})
+    ckpt = final / "checkpoints" / directory.step_dir_name(0)
     log(f"wrote {ckpt}; train from it with: alia-train {' '.join(overrides)} checkpoint.load={final} "
         f"data.tokenizer={final / 'tokenizer.model'}")
     return ImportResult(final, ckpt, out_dtype)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from alia_train.checkpoint import layout
+from alia_train.checkpoint import directory
 from alia_train.convert import mapping as mp
 from alia_train.convert.dist_reader import DistCheckpointReader
 from alia_train.convert.errors import ConversionError
@@ -36,26 +36,26 @@ class ExportResult:
 
 
 def verify_checksums(path: Path) -> str | None:
-    """layout.verify with every file's CRC-32, as alia-train checks before it loads: a file
+    """directory.verify with every file's CRC-32, as alia-train checks before it loads: a file
     overwritten at the same size passes the size check alone. Threads split the files the way
     ranks do (zlib and reads release the GIL): about one read of the checkpoint, at disk speed."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        found = pool.map(lambda i: layout.verify(path, deep=(i, workers)), range(workers))
+        found = pool.map(lambda i: directory.verify(path, deep=(i, workers)), range(workers))
         return next((p for p in found if p), None)
 
 
 def resolve_checkpoint(source: str | Path, log: Callable[[str], None]) -> Path:
     """A checkpoint dir as given, or the newest undamaged one of a run dir."""
     try:
-        candidates = layout.load_candidates(str(source))
+        candidates = directory.load_candidates(str(source))
     except FileNotFoundError:
         raise ConversionError(
             f"{source}: no checkpoint found (expected a run dir with checkpoints/ or a checkpoint dir)"
         ) from None
     skipped = []
     for path in candidates:
-        problem = verify_checksums(path) if (path / layout.COMPLETE).exists() else None
+        problem = verify_checksums(path) if (path / directory.COMPLETE).exists() else None
         if problem is None:
             if not (path / ".metadata").is_file():
                 problem = "not a torch_dist checkpoint (no .metadata)"

@@ -15,8 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from alia_train.config.load import ConfigError, read_config_file
-from alia_train.config.messages import RETIRED_KEYS
+from alia_train.config.load import ConfigError, drop_retired_keys, read_config_file
 from alia_train.config.schema import Config, DataConfig
 from alia_train.data.manifest import PUBLISHING
 
@@ -62,10 +61,7 @@ def load_data_config(paths: list[str], overrides: list[str] | None = None) -> Da
     data: dict = {}
     sources: list = []
     for p in paths:
-        section = _data_section(p)
-        for retired in RETIRED_KEYS:  # still in config.yaml files of older runs
-            if retired.startswith("data."):
-                section.pop(retired.removeprefix("data."), None)
+        section = drop_retired_keys({"data": _data_section(p)})["data"]  # older runs' config.yaml
         sources += list(section.pop("sources", []) or [])
         data.update(section)
     if sources:

@@ -9,7 +9,7 @@ numbers instead of stopping the run.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 import numpy as np
@@ -73,11 +73,13 @@ def init_worker(model_proto: bytes, cfg: WorkerConfig, in_pool: bool = True) -> 
 def process(task: LinesTask | RecordsTask) -> BatchResult:
     assert _sp is not None and _cfg is not None, "init_worker was not called"
     result = BatchResult(source=task.source)
+    # A task may carry its input's language (--lang-from-path): it overrides the records'.
+    cfg = _cfg if task.lang is None else replace(_cfg, fixed_lang=task.lang)
     if isinstance(task, LinesTask):
-        docs = _parse_lines(task, _cfg, result)
+        docs = _parse_lines(task, cfg, result)
     else:
-        docs = _check_records(task, _cfg, result)
-    _encode(docs, _sp, _cfg, result)
+        docs = _check_records(task, cfg, result)
+    _encode(docs, _sp, cfg, result)
     return result
 
 

@@ -1,5 +1,11 @@
 """Input discovery and streaming for `alia-data tokenize`.
 
+Inputs are files, directories (searched recursively, in sorted order) or glob patterns.
+A Hugging Face dataset saved with `save_to_disk` becomes one input per Arrow file it holds
+(the Arrow IPC streams that `datasets` writes, read with pyarrow): a large dataset is then
+split across tasks like any set of files. Parquet-backed datasets are folders of .parquet
+files and need nothing special.
+
 Inputs are cut into tasks of about `chunk_bytes` of text for the worker pool. JSONL is shipped
 as raw bytes (the workers parse it: JSON decoding is ~5% of the tokenizing cost and should
 run on every core, not in the one reading process). Parquet and Hugging Face datasets are
@@ -8,6 +14,7 @@ columnar and already decoded, so their text columns are shipped as lists of stri
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -19,6 +26,7 @@ from typing import IO
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 COMPRESSIONS = ("", ".gz", ".zst", ".zstd")
 PARQUET_SUFFIXES = (".parquet",)
+ARROW_SUFFIXES = (".arrow",)  # a saved dataset's data file, when named by itself
 PEEK_RECORDS = 100
 
 
@@ -29,7 +37,8 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class InputFile:
     path: str  # absolute
-    kind: str  # "jsonl", "parquet" or "hf"
+    kind: str  # "jsonl", "parquet" or "arrow" (a data file of a saved Hugging Face dataset)
+    # (or "dataset": a saved dataset's folder, only inside discover_inputs, which expands it)
     compression: str  # "", ".gz" or ".zst" (jsonl only)
     size: int  # bytes on disk, for progress
 
@@ -41,6 +50,7 @@ class LinesTask:
     source: int
     first_line: int
     blob: bytes
+    lang: str | None = None  # the language of every record (--lang, --lang-from-path)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class RecordsTask:
     first_line: int
     texts: list
     langs: list | None
+    lang: str | None = None  # the language of every record (--lang, --lang-from-path)
 
 
 Task = LinesTask | RecordsTask
@@ -70,13 +81,43 @@ def _is_hf_dataset_dir(path: Path) -> bool:
     )
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def _read_json(path: Path, what: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"input {what}: cannot load Hugging Face dataset ({path.name}: {e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"input {what}: cannot load Hugging Face dataset ({path.name}: not a JSON object)")
+    return data
 
 
-def _classify(path: Path) -> InputFile | None:
+def _hf_arrow_files(path: Path) -> list[InputFile]:
+    """The Arrow data files of a dataset saved with `save_to_disk` (a DatasetDict: of each of
+    its splits, in sorted order), as `datasets` lists them in each split's state.json."""
+    if (path / "dataset_dict.json").is_file():
+        splits = _read_json(path / "dataset_dict.json", path).get("splits")
+        if not isinstance(splits, list) or not splits:
+            raise InputError(f"input {path}: cannot load Hugging Face dataset (dataset_dict.json lists no splits)")
+        return [f for split in sorted(map(str, splits)) for f in _hf_arrow_files(path / split)]
+    files = _read_json(path / "state.json", path).get("_data_files")
+    if not isinstance(files, list) or not files:
+        raise InputError(f"input {path}: cannot load Hugging Face dataset (state.json lists no data files)")
+    found = []
+    for entry in files:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        arrow = path / str(name)
+        if not isinstance(name, str) or os.path.basename(name) != name or not arrow.is_file():
+            raise InputError(f"input {path}: cannot load Hugging Face dataset (data file {name} is missing)")
+        found.append(InputFile(str(arrow), "arrow", "", arrow.stat().st_size))
+    return found
+
+
+def _classify(path: Path, named: bool = True) -> InputFile | None:
+    """The input at `path`, None when it is no input. A saved dataset is an input of kind
+    "dataset" until `_expand_datasets`. A loose .arrow file counts only when `named` (given by
+    the user): found in a directory walk it is more likely a cache file."""
     if path.is_dir() and _is_hf_dataset_dir(path):
-        return InputFile(str(path), "hf", "", _dir_size(path))
+        return InputFile(str(path), "dataset", "", 0)
     if not path.is_file():
         return None
     comp = _jsonl_compression(path.name)
@@ -84,53 +125,85 @@ def _classify(path: Path) -> InputFile | None:
         return InputFile(str(path), "jsonl", comp, path.stat().st_size)
     if path.name.endswith(PARQUET_SUFFIXES):
         return InputFile(str(path), "parquet", "", path.stat().st_size)
+    if named and path.name.endswith(ARROW_SUFFIXES):
+        return InputFile(str(path), "arrow", "", path.stat().st_size)
     return None
 
 
-def discover_inputs(paths: list[str]) -> list[InputFile]:
-    """Expand files and directories (recursively, sorted) into inputs; error on anything unusable."""
+def _walk(path: Path) -> list[InputFile]:
+    """Every input under a directory, in sorted order; a saved dataset inside is one input,
+    not descended into file by file."""
+    found: list[InputFile] = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        rootp = Path(root)
+        for d in list(dirs):
+            if _is_hf_dataset_dir(rootp / d):
+                dirs.remove(d)
+                found.append(InputFile(str(rootp / d), "dataset", "", 0))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(files):
+            if not name.startswith("."):
+                item = _classify(rootp / name, named=False)
+                if item is not None:
+                    found.append(item)
+    return found
+
+
+def _expand_datasets(found: list[InputFile]) -> list[InputFile]:
+    return [f for item in found for f in (_hf_arrow_files(Path(item.path)) if item.kind == "dataset" else [item])]
+
+
+def _expand(raw: str) -> list[Path]:
+    """The paths a command-line input names: itself, or a glob's matches (sorted)."""
+    path = Path(raw).absolute()
+    if path.exists() or not glob.has_magic(raw):
+        return [path]
+    matches = sorted(glob.glob(os.path.expanduser(raw), recursive=True))
+    if not matches:
+        raise InputError(f"input {raw}: no file or directory matches this pattern")
+    return [Path(m).absolute() for m in matches]
+
+
+def discover_inputs(paths: list[str] | list[os.PathLike]) -> list[InputFile]:
+    """Expand files, directories (recursively, sorted) and globs into inputs; error on
+    anything unusable."""
     if not paths:
         raise InputError("no --input given")
     found: list[InputFile] = []
-    for raw in paths:
-        path = Path(raw).absolute()
-        if not path.exists():
-            raise InputError(f"input {raw}: no such file or directory")
-        item = _classify(path)
-        if item is not None:
-            found.append(item)
-            continue
-        if path.is_file():
-            raise InputError(
-                f"input {raw}: unsupported format (expected .jsonl/.json/.ndjson, optionally "
-                ".gz or .zst, .parquet, or a Hugging Face dataset saved with save_to_disk)"
-            )
-        before = len(found)
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            rootp = Path(root)
-            # A saved HF dataset inside the tree is one input; do not descend into it.
-            for d in list(dirs):
-                if _is_hf_dataset_dir(rootp / d):
-                    dirs.remove(d)
-                    found.append(InputFile(str(rootp / d), "hf", "", _dir_size(rootp / d)))
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in sorted(files):
-                if not name.startswith("."):
-                    item = _classify(rootp / name)
-                    if item is not None:
-                        found.append(item)
-        if len(found) == before:
-            raise InputError(f"input {raw}: directory holds no .jsonl(.gz/.zst), .parquet or HF dataset")
+    for raw in map(os.fspath, paths):
+        for path in _expand(raw):
+            shown = str(path) if glob.has_magic(raw) else raw
+            if not path.exists():
+                raise InputError(f"input {shown}: no such file or directory")
+            item = _classify(path)
+            if item is not None:
+                found.append(item)
+            elif path.is_file():
+                raise InputError(
+                    f"input {shown}: unsupported format (expected .jsonl/.json/.ndjson, optionally .gz "
+                    "or .zst, .parquet, or a Hugging Face dataset saved with save_to_disk)"
+                )
+            else:
+                items = _walk(path)
+                if not items:
+                    raise InputError(f"input {shown}: directory holds no .jsonl(.gz/.zst), .parquet or HF dataset")
+                found += items
+    _check_readable_once(found)  # a file given twice is named before a dataset that does not load
+    found = _expand_datasets(found)
+    _check_readable_once(found)
+    return found
+
+
+def _check_readable_once(found: list[InputFile]) -> None:
     seen: set[str] = set()
     for item in found:
-        if item.kind != "hf" and not os.access(item.path, os.R_OK):
+        if not os.access(item.path, os.R_OK):
             raise InputError(f"input {item.path}: not readable")
         real = os.path.realpath(item.path)
         if real in seen:  # e.g. `--input dir dir/a.jsonl`: its documents would count twice
             raise InputError(f"input {item.path}: given twice (directly and/or through a directory); list it once")
         seen.add(real)
-    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,16 +309,15 @@ def peek_jsonl_keys(item: InputFile, limit: int = PEEK_RECORDS) -> tuple[set[str
 # Columnar inputs (Parquet, Hugging Face datasets)
 
 
-def _hf_splits(item: InputFile):
-    import datasets  # heavy: only when such an input is given
+def _arrow_stream(item: InputFile):
+    """A reader of a saved dataset's Arrow file (the IPC stream format `datasets` writes),
+    memory-mapped: batches are read in place."""
+    import pyarrow as pa
 
     try:
-        ds = datasets.load_from_disk(item.path)
-    except Exception as e:  # noqa: BLE001 - datasets raises many types
-        raise InputError(f"input {item.path}: cannot load Hugging Face dataset ({e})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        return [ds[name] for name in sorted(ds)]
-    return [ds]
+        return pa.ipc.open_stream(pa.memory_map(item.path))
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise InputError(f"input {item.path}: cannot load Hugging Face dataset file ({e})") from None
 
 
 def columnar_schema(item: InputFile) -> dict[str, str]:
@@ -257,11 +329,9 @@ def columnar_schema(item: InputFile) -> dict[str, str]:
             schema = pq.read_schema(item.path)
         except Exception as e:  # noqa: BLE001
             raise InputError(f"input {item.path}: not a readable Parquet file ({e})") from None
-        return {f.name: str(f.type) for f in schema}
-    cols: dict[str, str] = {}
-    for split in _hf_splits(item):
-        cols.update({f.name: str(f.type) for f in split.data.schema})
-    return cols
+    else:
+        schema = _arrow_stream(item).schema
+    return {f.name: str(f.type) for f in schema}
 
 
 def _arrow_batches(item: InputFile, columns: list[str]):
@@ -273,8 +343,8 @@ def _arrow_batches(item: InputFile, columns: list[str]):
             pf = pq.ParquetFile(item.path)
             yield from pf.iter_batches(batch_size=1024, columns=columns)
             return
-        for split in _hf_splits(item):
-            yield from split.with_format("arrow").iter(batch_size=1024)
+        for batch in _arrow_stream(item):
+            yield batch.select(columns)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
@@ -316,4 +386,10 @@ def _count_rows(item: InputFile) -> int:
             return max(1, pq.ParquetFile(item.path).metadata.num_rows)
         except Exception as e:  # noqa: BLE001
             raise InputError(f"input {item.path}: not a readable Parquet file ({e})") from None
-    return max(1, sum(s.num_rows for s in _hf_splits(item)))
+    try:  # batches of a memory-mapped stream: their headers are read, not their data
+        return max(1, sum(b.num_rows for b in _arrow_stream(item)))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"input {item.path}: cannot read its records ({e}); "
+                         "check the file (truncated or corrupt?) or leave it out") from None

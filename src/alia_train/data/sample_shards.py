@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from alia_train.config.schema import DataSource
-from alia_train.data.sample import sample_corpus_files
+from alia_train.data.sample_corpus import sample_corpus_files
 
 
 def sample_shard_prefix(cache_dir: str, tokenizer_sha256: str) -> str:

@@ -6,8 +6,7 @@ Outputs of `--output-prefix PREFIX`:
     PREFIX.stats.json                       documents, tokens, bytes, skipped records by reason,
                                             and the manifest of the set (every file's size and
                                             SHA-256); renamed into place last (see publish.py).
-Everything checkable is checked before the first token is encoded (inputs exist and are
-readable, the tokenizer loads, the text/lang fields exist, the output directory is usable).
+Everything checkable is checked before the first token is encoded (tokenize_request.py).
 A finished run with the same inputs, tokenizer and options, whose files still match its
 manifest, is not redone.
 """
@@ -24,62 +23,40 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from typing import Protocol
 
 import yaml
 
 from alia_train.data import encode_worker as ew
-from alia_train.data.documents import DEFAULT_MAX_CHARS, LANG_RE
 from alia_train.data.indexed import token_dtype
-from alia_train.data.manifest import (
-    MANIFEST_VERSION,
-    is_publishing,
-    manifest_problem,
-    read_manifest,
-    record_times,
-    stats_path,
-)
-from alia_train.data.readers import (
-    InputError,
-    InputFile,
-    LinesTask,
-    RecordsTask,
-    Task,
-    columnar_schema,
-    discover_inputs,
-    iter_jsonl_blobs,
-    iter_records,
-    peek_jsonl_keys,
-)
+from alia_train.data.manifest import is_publishing, manifest_problem, read_manifest, record_times, stats_path
 from alia_train.data.publish import StagedFile, discard, publish_set, stage_text
+from alia_train.data.readers import InputError, InputFile, LinesTask, RecordsTask, Task, iter_jsonl_blobs, iter_records
 from alia_train.data.shard_writer import ShardSet, shard_prefix
-from alia_train.data.tokenizer import Tokenizer, load_tokenizer
-from alia_train.fs import make_writable_parent, remove_stale_tmps
+from alia_train.data.tokenize_request import (
+    STATS_VERSION,
+    Request,
+    TokenizeError,
+    TokenizeOptions,
+    available_cores,
+    check_output_prefix,
+    check_request,
+    fingerprint,
+    same_request,
+)
+from alia_train.data.tokenizer import Tokenizer
+from alia_train.fs import remove_stale_tmps
 from alia_train.progress import ByteProgress
 
-STATS_VERSION = MANIFEST_VERSION
-DEFAULT_CHUNK_BYTES = 256 * 1024
 
+class Progress(Protocol):
+    """What a run reports its progress to (ByteProgress; a task of many sets passes its own)."""
 
-class TokenizeError(ValueError):
-    """A problem with the request or the data (--strict); the message names it."""
+    total: float
 
+    def update(self, done_bytes: float, docs: int, tokens: int, text_bytes: int, force: bool = False) -> None: ...
 
-@dataclass
-class TokenizeOptions:
-    inputs: list[str]
-    tokenizer: str | None
-    output_prefix: str
-    lang: str | None = None
-    text_key: str = "text"
-    lang_key: str = "lang"
-    # None = one worker per available core; 0 = encode in this process (no pool).
-    workers: int | None = None
-    strict: bool = False
-    max_chars: int = DEFAULT_MAX_CHARS
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    force: bool = False
-    progress: bool = True
+    def close(self) -> None: ...
 
 
 def data_config_path(prefix: str) -> str:
@@ -105,69 +82,6 @@ def _data_config_yaml(tok: Tokenizer, outputs: dict) -> str:
     return _DATA_CONFIG_HEADER + body
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks before any work
-
-
-def _check_fields(inputs: list[InputFile], opts: TokenizeOptions) -> None:
-    need_lang = opts.lang is None
-    for item in inputs:
-        if item.kind == "jsonl":
-            keys, parsed = peek_jsonl_keys(item)
-            if parsed == 0:
-                continue  # nothing parseable up front: the per-line counts will say why
-            where = f"the first {parsed} records"
-        else:
-            schema = columnar_schema(item)
-            keys = set(schema)
-            where = "its columns"
-            if opts.text_key in schema and "string" not in schema[opts.text_key]:
-                raise TokenizeError(
-                    f"input {item.path}: field '{opts.text_key}' has type {schema[opts.text_key]}, not string"
-                )
-        shown = ", ".join(sorted(keys)[:20]) or "none"
-        if opts.text_key not in keys:
-            raise TokenizeError(
-                f"input {item.path}: unknown field '{opts.text_key}' (not in {where}; fields: {shown}); "
-                "choose it with --text-key"
-            )
-        if need_lang and opts.lang_key not in keys:
-            raise TokenizeError(
-                f"input {item.path}: no language: field '{opts.lang_key}' is not in {where} "
-                f"(fields: {shown}); pass --lang LANG or --lang-key FIELD"
-            )
-
-
-def _fingerprint(inputs: list[InputFile], tok: Tokenizer, opts: TokenizeOptions) -> dict:
-    files = []
-    for item in inputs:
-        st = os.stat(item.path)
-        files.append({"path": item.path, "size": item.size, "mtime_ns": st.st_mtime_ns})
-    return {
-        "version": STATS_VERSION,
-        "inputs": files,
-        "tokenizer_sha256": tok.sha256,
-        "text_key": opts.text_key,
-        "lang_key": opts.lang_key,
-        "lang": opts.lang,
-        "max_chars": opts.max_chars,
-    }
-
-
-def _same_request(a: object, b: dict) -> bool:
-    """Same inputs, tokenizer and options (the stats format version aside)."""
-    if not isinstance(a, dict):
-        return False
-    return {k: v for k, v in a.items() if k != "version"} == {k: v for k, v in b.items() if k != "version"}
-
-
 def finished_stats(prefix: str, fingerprint: dict | None = None, deep: bool = False) -> dict | None:
     """The stats of a finished run at `prefix` whose files match its manifest (by size, and
     by SHA-256 when `deep`), matching `fingerprint` if given; else None."""
@@ -175,7 +89,7 @@ def finished_stats(prefix: str, fingerprint: dict | None = None, deep: bool = Fa
     stats = read_manifest(path)
     if stats is None or manifest_problem(path, stats, deep) is not None:
         return None
-    if fingerprint is not None and not _same_request(stats.get("fingerprint"), fingerprint):
+    if fingerprint is not None and not same_request(stats.get("fingerprint"), fingerprint):
         return None
     return stats
 
@@ -191,7 +105,7 @@ def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
     if is_publishing(previous):
         log(f"{path}: the previous run was stopped while publishing; redoing it")
         return None
-    if not _same_request(previous.get("fingerprint"), fingerprint):
+    if not same_request(previous.get("fingerprint"), fingerprint):
         raise TokenizeError(
             f"{path} holds a finished run with other inputs, tokenizer or options; "
             "use another --output-prefix, or --force to overwrite it"
@@ -206,29 +120,21 @@ def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
     return previous
 
 
-def _check_output_prefix(raw: str, prefix: str) -> None:
-    """A usable --output-prefix: a file-name prefix in a directory we can create and write."""
-    if raw.endswith(os.sep) or os.path.isdir(prefix):
-        raise TokenizeError(f"--output-prefix {raw}: is a directory; give a file-name prefix inside it, "
-                            f"e.g. {os.path.join(raw, 'corpus')}")
-    make_writable_parent(prefix, "--output-prefix")
-
-
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
-def _tasks(inputs: list[InputFile], opts: TokenizeOptions) -> Iterator[tuple[Task, float]]:
+def _tasks(req: Request, opts: TokenizeOptions) -> Iterator[tuple[Task, float]]:
     """Tasks in input order, with the input bytes read so far (for progress)."""
     done = 0.0
-    lang_key = None if opts.lang else opts.lang_key
-    for src, item in enumerate(inputs):
+    for src, (item, lang) in enumerate(zip(req.inputs, req.langs)):
         if item.kind == "jsonl":
             for first, blob, consumed in iter_jsonl_blobs(item, opts.chunk_bytes):
-                yield LinesTask(src, first, blob), done + consumed
+                yield LinesTask(src, first, blob, lang), done + consumed
         else:
+            lang_key = None if lang else opts.lang_key
             for first, texts, langs, frac in iter_records(item, opts.text_key, lang_key, opts.chunk_bytes):
-                yield RecordsTask(src, first, texts, langs), done + frac * item.size
+                yield RecordsTask(src, first, texts, langs, lang), done + frac * item.size
         done += item.size
 
 
@@ -271,7 +177,7 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork")
 
 
-def _run_results(tasks: Iterator[tuple[Task, float]], run: _Run, progress: ByteProgress,
+def _run_results(tasks: Iterator[tuple[Task, float]], run: _Run, progress: Progress,
                  workers: int, initargs: tuple) -> None:
     def report(done: float) -> None:
         progress.update(done, run.documents, run.tokens, run.text_bytes)
@@ -323,62 +229,49 @@ def _sigterm_as_interrupt() -> object:
         return None
 
 
-def _check_request(opts: TokenizeOptions) -> tuple[list[InputFile], Tokenizer, int]:
-    """(inputs, tokenizer, workers) of a request that can be done, else an error naming why."""
-    inputs = discover_inputs(opts.inputs)
-    tok = load_tokenizer(opts.tokenizer)
-    if opts.lang is not None and not LANG_RE.match(opts.lang):
-        raise TokenizeError(f"--lang {opts.lang!r}: use letters, digits, '_', '-' or '.'")
-    if opts.max_chars <= 0 or opts.chunk_bytes <= 0:
-        raise TokenizeError("--max-chars and the chunk size must be positive")
-    workers = available_cores() if opts.workers is None else opts.workers
-    if workers < 0:
-        raise TokenizeError(f"--workers {workers}: must be >= 0")
-    _check_fields(inputs, opts)
-    return inputs, tok, workers
-
-
-def tokenize(opts: TokenizeOptions, log=print, hold: Callable[[str], AbstractContextManager] | None = None) -> dict:
+def tokenize(opts: TokenizeOptions, log=print, hold: Callable[[str], AbstractContextManager] | None = None,
+             progress: Progress | None = None) -> dict:
     """Run (or skip, when already finished) a tokenize job; return its stats.
 
     `hold(prefix)` keeps other writers off the prefix from the "up to date" check to the publish
-    (alia-data's PREFIX.lock): two runs into one prefix would each publish over the other."""
-    inputs, tok, workers = _check_request(opts)
+    (alia-data's PREFIX.lock): two runs into one prefix would each publish over the other.
+    `progress` replaces the run's own progress line (a task of many sets shows one for all)."""
+    req = check_request(opts)
     prefix = os.path.abspath(opts.output_prefix)
-    fingerprint = _fingerprint(inputs, tok, opts)
-    _check_output_prefix(opts.output_prefix, prefix)
+    fp = fingerprint(req.inputs, req.tokenizer, opts)
+    check_output_prefix(opts.output_prefix, prefix)
     with hold(prefix) if hold is not None else nullcontext():
         if not opts.force:
-            previous = _previous_run(prefix, fingerprint, log)
+            previous = _previous_run(prefix, fp, log)
             if previous is not None:
                 return previous
-        return _run(opts, inputs, tok, workers, prefix, fingerprint)
+        if progress is None:
+            progress = ByteProgress("tokenize", sum(i.size for i in req.inputs), enabled=opts.progress)
+        return _run(opts, req, prefix, fp, progress)
 
 
-def _run(opts: TokenizeOptions, inputs: list[InputFile], tok: Tokenizer, workers: int, prefix: str,
-         fingerprint: dict) -> dict:
+def _run(opts: TokenizeOptions, req: Request, prefix: str, fp: dict, progress: Progress) -> dict:
     remove_stale_tmps(prefix)
-
+    tok = req.tokenizer
     dtype = token_dtype(tok.vocab_size)
     cfg = ew.WorkerConfig(opts.text_key, opts.lang_key, opts.lang, opts.max_chars, tok.eod, dtype.__name__)
     shards = ShardSet(prefix, dtype)
-    run = _Run(inputs, shards, opts.strict)
-    progress = ByteProgress("tokenize", sum(i.size for i in inputs), enabled=opts.progress)
+    run = _Run(req.inputs, shards, opts.strict)
     t0 = time.perf_counter()
     old_handler = _sigterm_as_interrupt()
     staged: list[StagedFile] = []
     publishing = False
     try:
-        _run_results(_tasks(inputs, opts), run, progress, workers, (tok.model_proto, cfg))
+        _run_results(_tasks(req, opts), run, progress, req.workers, (tok.model_proto, cfg))
         elapsed = time.perf_counter() - t0
         progress.update(progress.total, run.documents, run.tokens, run.text_bytes, force=True)
         progress.close()
         if run.documents == 0:
-            raise TokenizeError(_no_documents(inputs, run))
+            raise TokenizeError(_no_documents(req.inputs, run))
         files, entries = shards.stage()
         staged += files
         outputs = shards.summary()
-        stats = _stats(fingerprint, tok, inputs, run, outputs, elapsed, workers, dtype)
+        stats = _stats(fp, tok, req.inputs, run, outputs, elapsed, req.workers, dtype)
         stats["files"] = {name: e.as_json() for name, e in sorted(entries.items())}
         staged.append(stage_text(data_config_path(prefix), _data_config_yaml(tok, outputs)))
         manifest = stage_text(stats_path(prefix), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
@@ -446,6 +339,7 @@ def _stats(fingerprint: dict, tok: Tokenizer, inputs: list[InputFile], run: _Run
 
 __all__ = [
     "InputError",
+    "available_cores",
     "TokenizeError",
     "TokenizeOptions",
     "finished_stats",

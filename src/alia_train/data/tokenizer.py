@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from alia_train.data.sample import sample_tokenizer_path
+from alia_train.data.sample_corpus import sample_tokenizer_path
 
 
 class TokenizerError(ValueError):

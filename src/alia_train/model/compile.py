@@ -19,7 +19,7 @@ megatron's DDP gives every submodule a forward pre-hook that waits on its bucket
 per bucket state). So only the layer's `forward` is compiled, and the layer's own hook, eager,
 runs its submodules' waits in registration order (the order megatron chains the all-gathers
 in); inside the compiled forward they do nothing. A save takes the hooks off and puts them
-back (checkpoint/manager.py): dynamo does not guard on hooks, so no recompile.
+back (checkpoint/writer.py): dynamo does not guard on hooks, so no recompile.
 """
 
 from __future__ import annotations

@@ -18,16 +18,10 @@ backward reduce-scatters dK/dV. Chosen over ring attention because
   per device type. All-gather keeps SDPA's fused kernels and its autograd as they are.
 Ring would win only when the gathered K/V no longer fit, which GQA-8 makes far off.
 
-Measured on CPU over gloo (fp32, b 1, 8 heads / 1 KV group as in the 40B's 8:1, head dim 64):
-peak bytes of torch's allocations over one attention forward+backward per rank, from
-torch.profiler's memory events (exact and per region, where RSS is blurred by the allocator's
-caching); the worst rank. CP1 is plain causal SDPA.
-    seq     CP1     CP2     CP4
-    2048   15 MB   11 MB    7 MB
-    4096   28 MB   22 MB   15 MB
-    8192   54 MB   50 MB   29 MB
-Linear in the local sequence plus the gathered K/V, as on GPU: no step materialises a score
-matrix or a dense mask (see `_reversed_rows_causal_mask`).
+Memory per rank is linear in the local sequence plus the gathered K/V, as on GPU: no step
+materialises a score matrix or a dense mask (see `_reversed_rows_causal_mask`). The measured
+figures (benchmarks/cp_attention_memory.py, against the planner's) are in docs/long-context.md,
+and only there.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ megatron picks the final norm from whatever is importable (apex -> FusedLayerNor
 does LayerNorm; TE -> TENorm even for a "local" model).
 
 `model.layer_impl=auto` resolves to "te" only on a GPU with TE importable. The resolved value
-is recorded in every checkpoint (checkpoint/manager.py), because the two implementations name
+is recorded in every checkpoint (checkpoint/state_dict.py), because the two implementations name
 their state slightly differently (TE adds `_extra_state` entries).
 """
 

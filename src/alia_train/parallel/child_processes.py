@@ -3,7 +3,7 @@
 Slurm delivers a job's signals (USR1 from `--signal`, TERM from `scancel`, the time limit or a
 preemption, CONT) to every process of the step, not only to alia-train. multiprocessing starts
 a resource tracker, megatron-core starts a Manager for its write results unless given a queue
-(checkpoint/manager.py gives it one), async saves fork a writer per save, and data loaders start
+(checkpoint/async_write.py gives it one), async saves fork a writer per save, and data loaders start
 workers. With the default actions these helpers die
 on USR1/TERM, and the save that the signal asked for fails (BrokenPipeError / EOFError). And
 when alia-train itself is killed hard (OOM killer, SIGKILL), helpers that outlive it keep the

@@ -286,14 +286,15 @@ def _compile_on_first_call(real_compile):
 _MEGATRON_ROOTS = ("megatron.core", "megatron.core.models.gpt", "megatron.core.transformer.transformer_layer")
 
 
-def import_megatron() -> None:
-    """Import megatron-core; on a machine without CUDA, with its import-time torch.compile
-    decorations deferred to the first call (the same compile, if a CPU run ever calls one)."""
+def import_megatron(cuda: bool) -> None:
+    """Import megatron-core; for a run on the CPU (`cuda` False), with its import-time
+    torch.compile decorations deferred to the first call (the same compile, if a CPU run ever
+    calls one). Changes nothing for a GPU run, or once megatron-core is imported."""
     import importlib
 
     real = torch.compile
     hide_wandb = False
-    if not torch.cuda.is_available() and "megatron.core" not in sys.modules:
+    if not cuda and "megatron.core" not in sys.modules:
         torch.compile = _compile_on_first_call(real)
         # megatron.core.timers imports wandb (~0.8 s) only to write timers to a W&B writer,
         # which alia-train never hands it (training/tracking.py imports wandb itself, where

@@ -1,7 +1,7 @@
 """Fixes for megatron-core bugs that alia-train hits on every machine (GPU or CPU).
 
 Each fix names the bug, the versions it was seen in, and is as small as the bug allows. They
-are installed once per process by `init_runtime` and are independent of CUDA (what adapts
+are installed once per process by `start_process_groups` (parallel/runtime.py) and are independent of CUDA (what adapts
 megatron-core to machines without CUDA is `cpu_compat.py`, not this module).
 
 * Distributed optimizer resume without apex / Transformer Engine (megatron-core 0.19.2):
@@ -10,6 +10,11 @@ megatron-core to machines without CUDA is `cpu_compat.py`, not this module).
   then looks that key up in what was loaded and raises KeyError('step'): every resume of a run
   with `parallel.distributed_optimizer=true` and torch's Adam fails. Keys the checkpoint does
   not carry are now left as the optimizer's own `load_state_dict` set them.
+  The per-rank form (`load_parameter_state_from_dp_reshardable`) does carry a "step" entry, but
+  as a LocalNonpersistentObject: on load it is this process's step from before the load, and
+  copying it back undid the step that `load_state_dict` had just restored from the param
+  groups (Adam's bias correction restarted: a resume was no longer exact). "step" is now never
+  taken from the per-parameter tensors; the param groups carry it.
 * Same path, same versions: `DistributedOptimizer.load_state_dict` gives every parameter's
   state one shared "step" tensor; torch's Adam increments each parameter's step in place, so
   after a resume the step count (and Adam's bias correction) advances once per parameter per
@@ -46,7 +51,7 @@ def _fix_distopt_step_on_load() -> None:
 
     @functools.wraps(original)
     def set_states(self, model_param, tensors):
-        return original(self, model_param, _MissingAsNone(tensors))
+        return original(self, model_param, _MissingAsNone({k: v for k, v in tensors.items() if k != "step"}))
 
     DistributedOptimizer._set_main_param_and_optimizer_states = set_states
 

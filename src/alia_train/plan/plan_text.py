@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alia_train.plan.activations import in_flight_microbatches
+from alia_train.plan.checkpoint_cost import GB, CheckpointCost, training_share
 from alia_train.plan.levers import MAX_GPUS, SmallestMachines
 from alia_train.plan.memory import ALLOCATOR_SLACK, FIXED_OVERHEAD_GIB, GIB, StageMemory
 from alia_train.plan.run_plan import RunPlan
@@ -57,7 +58,8 @@ def _span(seconds: float) -> str:
 
 def format_run_plan(plan: RunPlan) -> str:
     """The whole report: layout and batch, parameters, memory per GPU and the verdict,
-    alternatives, time to the token budget, and what would help when it does not fit."""
+    alternatives, time to the token budget, what checkpoints cost, and what would help when it
+    does not fit."""
     gpus = plan.nodes * plan.gpus_per_node
     lines = [
         f"alia-plan: {plan.model_name} on {plan.cluster_name}: {plan.nodes} node(s) x "
@@ -78,7 +80,7 @@ def format_run_plan(plan: RunPlan) -> str:
         "",
     ]
     lines += _parameter_lines(plan) + [""] + _memory_table(plan) + _verdict_lines(plan) + [""]
-    lines += _time_lines(plan)
+    lines += _time_lines(plan) + [""] + _checkpoint_lines(plan)
     if not plan.fits:
         lines += [""] + _advice_lines(plan)
     return "\n".join(lines)
@@ -132,6 +134,79 @@ def _time_lines(plan: RunPlan) -> list[str]:
         f"  step time                  {dur.step_seconds:.2f} s",
         f"  token budget               {dur.tokens:.4g} tokens ({dur.budget_source}) = "
         f"{dur.steps:,} steps, {_span(dur.days * 86400)}",
+    ]
+
+
+def _disk(nbytes: float) -> str:
+    """Decimal units, as file systems are quoted."""
+    for unit, size in (("TB", 1e12), ("GB", GB)):
+        if nbytes >= size:
+            return f"{nbytes / size:,.1f} {unit}"
+    return f"{nbytes / 1e6:,.1f} MB"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:,.0f} s" if x >= 10 else (f"{x:.1f} s" if x >= 1 else f"{x:.2f} s")
+
+
+def _mem(nbytes: float) -> str:
+    return f"{nbytes / GIB:,.1f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:,.1f} MiB"
+
+
+def _of_host(ck: CheckpointCost, nbytes: float) -> str:
+    if ck.host_memory_gib is None:
+        return f"{_mem(nbytes)} (cluster.host_memory_gb unknown)"
+    share = nbytes / (ck.host_memory_gib * GIB)
+    verdict = f"{share:.0%}" if share <= 1 else "MORE than a node has"
+    return f"{_mem(nbytes)} of {ck.host_memory_gib:g} GiB ({verdict})"
+
+
+def _checkpoint_lines(plan: RunPlan) -> list[str]:
+    """Size on disk, host memory per node for a save and a load (the routine per-rank form, and
+    the portable fully reshardable one), seconds to save and load, and their share of the run."""
+    ck, lay = plan.checkpoint, plan.layout
+    assert ck is not None and lay is not None
+    optimizer = "fp32 main params, Adam m, v" if ck.optimizer_bytes == 12 else "Adam m, v (fp32)"
+    lines = [
+        f"checkpoints ({'bf16' if lay.bf16 else 'fp32'} weights {ck.weight_bytes} + {optimizer} "
+        f"{ck.optimizer_bytes} = {ck.weight_bytes + ck.optimizer_bytes} bytes per parameter, each written once)",
+        f"  size on disk               {_disk(ck.size)} ({ck.params:,} parameters as stored)",
+        f"  host memory per node       {_of_host(ck, ck.node_bytes)} to save, the same to load "
+        f"({ck.ranks_per_node} rank(s), each at most {_mem(ck.rank_bytes)}: its share of its stage)",
+    ]
+    if ck.portable_node_bytes is not None:
+        lines.append(f"  portable form, on request  {_of_host(ck, ck.portable_node_bytes)} to save or load "
+                     "(fully reshardable: each rank gathers its stage's fp32 main params, Adam m, v)")
+    return lines + _checkpoint_time_lines(plan, ck)
+
+
+def _checkpoint_time_lines(plan: RunPlan, ck: CheckpointCost) -> list[str]:
+    """Seconds = size / min(file system, nodes x node network); the share of the run at
+    checkpoint.interval."""
+    dur, nodes, node_net = plan.duration, ck.nodes, plan.node_network_gb_s
+    assert dur is not None
+    def at(fs: float) -> str:
+        if node_net is None:
+            return f"the file system's {fs:,g} GB/s (cluster.node_network_gb_s unknown)"
+        return f"min(file system {fs:,g}, {nodes:,} node(s) x {node_net:g}) GB/s"
+
+    rows = [("save", ck.save_seconds, plan.filesystem_write_gb_s, "cluster.filesystem_write_gb_s"),
+            ("load", ck.load_seconds, plan.filesystem_read_gb_s, "cluster.filesystem_read_gb_s")]
+    lines = []
+    for label, seconds, fs, key in rows:
+        if seconds is None:
+            lines.append(f"  {label:<27}unknown: set {key} (the file system's aggregate GB/s)")
+        else:
+            lines.append(f"  {label:<27}{_seconds(seconds)}: {_disk(ck.size)} at {at(fs)}")
+    if ck.save_seconds is None:
+        return lines
+    interval = plan.checkpoint_interval
+    when = f"every {interval:,} steps" if interval > 0 else "at the end and on a signal"
+    share = training_share(ck.save_seconds, interval, dur.step_seconds, dur.steps)
+    return lines + [
+        f"  {f'checkpoint.interval {interval}':<27}{when}: {share:.2%} of the run in blocking saves "
+        f"(one save = {ck.save_seconds / dur.step_seconds:.2f} steps)",
+        "  (peak speeds of a file system that other jobs share: the seconds are lower bounds)",
     ]
 
 

@@ -1,6 +1,6 @@
 """A run's plan: its layout, parameter counts, memory per GPU by stage, whether it fits, its
-duration, and (when it does not fit) what would help. `alia-plan` prints it
-(plan_text.format_run_plan); alia-train checks it before starting on a GPU.
+duration, what its checkpoints cost, and (when it does not fit) what would help. `alia-plan`
+prints it (plan_text.format_run_plan); alia-train checks it before starting on a GPU.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from alia_train.config.schema import Config
 from alia_train.config.validate import config_problems
 from alia_train.model.params import ParamCounts, count_params, padded_vocab_size
+from alia_train.plan.checkpoint_cost import CheckpointCost, checkpoint_cost
 from alia_train.plan.duration import Duration, estimate_duration
 from alia_train.plan.memory import GIB, StageMemory, layout_memory
 from alia_train.plan.parallel_layout import Layout, layout_from_config
@@ -32,6 +33,11 @@ class RunPlan:
     problems: list[str]  # config problems, or why it does not fit
     suggestions: list[str] = field(default_factory=list)  # Hydra overrides that would fit
     hints: list[str] = field(default_factory=list)  # what to change, in words
+    checkpoint: CheckpointCost | None = None  # size, host memory, save / load time
+    checkpoint_interval: int = 0  # checkpoint.interval (0: at the end and on a signal only)
+    filesystem_write_gb_s: float | None = None  # the cluster's figures the checkpoint times use
+    filesystem_read_gb_s: float | None = None
+    node_network_gb_s: float | None = None
 
     @property
     def peak(self) -> StageMemory | None:
@@ -104,6 +110,10 @@ def plan_run(
     plan.duration = estimate_duration(
         m, lay, vocab, cl.peak_tflops, cl.assumed_mfu if mfu is None else mfu, cfg.train.steps, tokens
     )
+    plan.checkpoint = checkpoint_cost(m, padded, lay, cl)
+    plan.checkpoint_interval = cfg.checkpoint.interval
+    plan.filesystem_write_gb_s, plan.filesystem_read_gb_s = cl.filesystem_write_gb_s, cl.filesystem_read_gb_s
+    plan.node_network_gb_s = cl.node_network_gb_s
     peak = plan.peak
     assert peak is not None
     if peak.total > capacity * GIB:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alia_train.fs import write_text_atomic
 from alia_train.metrics_file import METRICS_FILE
+from alia_train.report.evals import EVALS_FILE, curves, read_evals
 from alia_train.report.plots import render
 from alia_train.report.run import load_run
 from alia_train.report.series import plot_data
@@ -19,8 +20,8 @@ class NoMetricsError(FileNotFoundError):
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write the plots and report.md into out_dir (default RUN_DIR/report); returns the paths,
-    report.md last."""
+    """Write the plots (one more per benchmark in RUN_DIR/evals.jsonl) and report.md into out_dir
+    (default RUN_DIR/report); returns the paths, report.md last."""
     run_dir = Path(run_dir)
     try:
         run = load_run(run_dir)
@@ -30,7 +31,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
         raise NoMetricsError(f"{run_dir / METRICS_FILE}: no complete record yet (has the run logged its first step?)")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     data = plot_data(run)
-    pngs = render(data, out)
+    evals = read_evals(run_dir / EVALS_FILE)  # alia-eval's scores, when there are any
+    pngs = render(data, out, curves(evals.rows))
     md = out / REPORT_MD
-    write_text_atomic(md, render_markdown(run, data, [p.name for p in pngs]))
+    write_text_atomic(md, render_markdown(run, data, [p.name for p in pngs], evals))
     return pngs + [md]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alia_train.fs import write_bytes_atomic
+from alia_train.report.evals import EvalCurve
 from alia_train.report.series import PlotData, Series
 
 SIZE = (8.0, 4.5)
@@ -170,6 +171,9 @@ def _margins(fig) -> None:
     # time (the layout engines draw every figure twice).
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     right = 0.97 if not legends else 0.76 if any(_many(len(lg.get_texts())) for lg in legends) else 0.85
+    # Long labels (benchmark task names) need more room than a language code: ~0.75 % of the width a character.
+    longest = max((len(t.get_text()) for lg in legends for t in lg.get_texts()), default=0)
+    right = max(0.5, min(right, 0.94 - 0.0075 * longest))
     rotated = any(t.get_rotation() for ax in fig.axes for t in ax.get_xticklabels())
     fig.subplots_adjust(left=0.1, right=right, bottom=0.16 if rotated else 0.12, top=0.92, hspace=0.25)
 
@@ -185,8 +189,42 @@ DRAW: dict[str, Callable] = {
 }
 
 
-def render(data: PlotData, out_dir: Path) -> list[Path]:
-    """Write every plot of PLOTS into out_dir; returns their paths."""
+def eval_plot_name(group: str) -> str:
+    """eval_<group>.png, the group's name kept to the characters safe in a file name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in group)
+    return f"eval_{safe}.png"
+
+
+def draw_eval(fig, group: str, curves: list[EvalCurve]) -> None:
+    """One benchmark (a task or group asked of alia-eval): each of its tasks' metrics over the
+    checkpoints' steps, with the standard error as a band."""
+    ax = fig.add_subplot()
+    _steps_axes(ax, f"Benchmark: {group}", "score")
+    several = len({(c.num_fewshot, c.limit) for c in curves}) > 1
+    for i, curve in enumerate(curves):
+        steps = curve.steps
+        values = [curve.points[s][0] for s in steps]
+        colour = "black" if curve.task == group else _colour(i)
+        _line(ax, Series(tuple(steps), tuple(values)), label=curve.label(several), color=colour,
+              linewidth=2 if curve.task == group else 1)
+        errs = [curve.points[s][1] for s in steps]
+        if all(e is not None for e in errs) and len(steps) > 1:
+            ax.fill_between(steps, [v - e for v, e in zip(values, errs)], [v + e for v, e in zip(values, errs)],
+                            color=colour, alpha=0.12, linewidth=0)
+    _legend(ax)
+
+
+def _save(fig, path: Path) -> Path:
+    _margins(fig)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+    write_bytes_atomic(path, png.getvalue())  # a reader never sees half a PNG
+    return path
+
+
+def render(data: PlotData, out_dir: Path, evals: dict[str, list[EvalCurve]] | None = None) -> list[Path]:
+    """Write every plot of PLOTS into out_dir, then one per benchmark of `evals`; returns their
+    paths."""
     import matplotlib.style
     from matplotlib.figure import Figure
 
@@ -196,10 +234,9 @@ def render(data: PlotData, out_dir: Path) -> list[Path]:
         for name in PLOTS:
             fig = Figure(figsize=SIZE, dpi=DPI)
             DRAW[name](fig, data)
-            _margins(fig)
-            path = out_dir / name
-            png = io.BytesIO()
-            fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
-            write_bytes_atomic(path, png.getvalue())  # a reader never sees half a PNG
-            written.append(path)
+            written.append(_save(fig, out_dir / name))
+        for group, curves in (evals or {}).items():
+            fig = Figure(figsize=SIZE, dpi=DPI)
+            draw_eval(fig, group, curves)
+            written.append(_save(fig, out_dir / eval_plot_name(group)))
     return written

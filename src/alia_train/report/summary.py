@@ -11,6 +11,7 @@ import math
 import statistics
 
 from alia_train.metrics_file import finite
+from alia_train.report.evals import EvalRows, curves, seconds_per_checkpoint
 from alia_train.report.run import RunData
 from alia_train.report.series import PlotData
 
@@ -228,14 +229,47 @@ def _timing(run: RunData) -> list[str]:
         "checkpoint save includes the save.", ""]
 
 
+def _benchmarks(evals: EvalRows | None) -> list[str]:
+    """The latest score of each task and metric from evals.jsonl (alia-eval)."""
+    if evals is None or not (evals.rows or evals.problems()):
+        return []
+    rows = []
+    for group, group_curves in curves(evals.rows).items():
+        several = len({(c.num_fewshot, c.limit) for c in group_curves}) > 1
+        for c in group_curves:
+            step, v, err, n = c.last
+            first = c.points[c.steps[0]][0]
+            change = f"{v - first:+.4f} since step {c.steps[0]}" if len(c.steps) > 1 else "–"
+            rows.append((group, c.label(several), str(step), f"{v:.4f}", _fmt(err), str(n or "–"),
+                         str(c.num_fewshot if c.num_fewshot is not None else "–"), change))
+    header = ("benchmark", "task / metric", "step", "value", "± stderr", "examples", "few-shot", "change")
+    lines = ["## Benchmarks (latest checkpoint scored)", ""] + (_table(header, rows) if rows else ["No complete scores yet."])
+    per = seconds_per_checkpoint(evals.rows)
+    if per:
+        lines += ["", "Scoring time per checkpoint (median, model loading excluded): "
+                  + ", ".join(f"{g} {t:.1f} s" for g, t in per.items()) + "."]
+    lines += ["", "From `evals.jsonl`, written by `alia-eval` (docs/evaluation.md); the curves are in the "
+              "benchmark plots below."]
+    lines += [f"Note: {p}." for p in evals.problems()]
+    return lines + [""]
+
+
+def _title(name: str) -> str:
+    if name in TITLES:
+        return TITLES[name]
+    if name.startswith("eval_"):
+        return f"Benchmark: {name.removeprefix('eval_').removesuffix('.png')}"
+    return name
+
+
 def _plots(names: list[str]) -> list[str]:
     lines = ["## Plots", ""]
     for name in names:
-        lines += [f"### {TITLES.get(name, name)}", "", f"![{TITLES.get(name, name)}]({name})", ""]
+        lines += [f"### {_title(name)}", "", f"![{_title(name)}]({name})", ""]
     return lines
 
 
-def render_markdown(run: RunData, data: PlotData, plot_names: list[str]) -> str:
+def render_markdown(run: RunData, data: PlotData, plot_names: list[str], evals: EvalRows | None = None) -> str:
     lines = (_status(run) + _config(run) + _launches(run) + _last_values(run) + _languages(data)
-             + _timing(run) + _plots(plot_names))
+             + _benchmarks(evals) + _timing(run) + _plots(plot_names))
     return "\n".join(lines).rstrip() + "\n"

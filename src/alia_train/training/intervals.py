@@ -1,5 +1,5 @@
-"""Step intervals: when something periodic is due, and what the steps since the last report
-added up to."""
+"""Step intervals: when something periodic is due (logging, evaluation, checkpoints: one type,
+`Every`), and what the steps since the last report added up to."""
 
 from __future__ import annotations
 
@@ -13,13 +13,20 @@ from alia_train.training.step import StepResult
 
 @dataclass(frozen=True)
 class Every:
-    """Due every `interval` steps and at the `last` step; never when `interval` is 0."""
+    """Due every `interval` steps and, with `at_last`, at the `last` step; never when
+    `interval` is 0. Without `at_last` it is not due at the last step either (checkpoints:
+    the last step has a save of its own, made whatever the interval)."""
 
     interval: int
     last: int
+    at_last: bool = True
 
     def due(self, step: int) -> bool:
-        return bool(self.interval) and (step % self.interval == 0 or step == self.last)
+        if not self.interval:
+            return False
+        if step == self.last:
+            return self.at_last
+        return step % self.interval == 0
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def paths_problem(cfg: Config) -> str | None:
 def checkpoint_load_problem(cfg: Config) -> str | None:
     """Why `checkpoint.load` cannot be used, or None. Only asked when the run has no checkpoint
     of its own: a run that already saved resumes from those, whatever checkpoint.load says."""
-    from alia_train.checkpoint.layout import complete_checkpoints, load_candidates
+    from alia_train.checkpoint.directory import complete_checkpoints, load_candidates
 
     source = cfg.checkpoint.load
     if not source or complete_checkpoints(cfg.run.dir):
@@ -62,18 +62,16 @@ def checkpoint_load_problem(cfg: Config) -> str | None:
     return None
 
 
-def check_launch(cfg: Config, launch: LaunchEnv, tokenizer=None):
-    """Raise RunError for the first problem of this launch; return the tokenizer it trains with.
-    A stand-in `tokenizer` (benchmarks' random tokens) replaces data.tokenizer, and the checks
-    that concern data.tokenizer (vocabulary, data sources) are not made."""
-    import torch
-
-    from alia_train.config.derived import uses_cuda
+def check_launch(cfg: Config, rt, tokenizer=None):
+    """Raise RunError for the first problem of this launch (`rt`: the resolved Runtime); return
+    the tokenizer it trains with. A stand-in `tokenizer` (benchmarks' random tokens) replaces
+    data.tokenizer, and the checks that concern data.tokenizer (vocabulary, data sources) are
+    not made."""
     from alia_train.config.validate import config_problems
     from alia_train.model.build import transformer_engine_available
 
-    cuda = torch.cuda.is_available()
-    problems = config_problems(cfg, launch.world_size, cuda, transformer_engine_available() if cuda else False)
+    launch, gpu = rt.launch, rt.gpu_visible
+    problems = config_problems(cfg, launch.world_size, gpu, transformer_engine_available() if gpu else False)
     if problems:
         raise RunError("\n".join(problems))
     problem = paths_problem(cfg)
@@ -82,7 +80,7 @@ def check_launch(cfg: Config, launch: LaunchEnv, tokenizer=None):
     if tokenizer is None:
         tokenizer = _checked_tokenizer(cfg)
     if cfg.train.check_memory:
-        problem = memory_problem(cfg, launch, tokenizer.vocab_size, uses_cuda(cfg.train.device, cuda))
+        problem = memory_problem(cfg, launch, tokenizer.vocab_size, rt.cuda)
         if problem:  # on every rank (none is left waiting for the others); rank 0 says it
             raise RunError(problem)
     return tokenizer

@@ -1,11 +1,12 @@
 """The one way into training: alia-train, the test runners and the benchmarks all start here.
 
-    exit_code = train(cfg, launch)              # everything below, trackers, then the loop
+    exit_code = train(cfg, launch)              # everything below, then the loop with trackers
     with open_run(cfg, launch) as trainer:      # a ready Trainer, for callers that drive steps
         trainer.step(trainer.batches())
 
-In order: the launch checks (config, paths, tokenizer, vocabulary, data sources, memory), the
-runtime (process groups, seeds), the run-directory lock (rank 0 takes it, every rank learns the
+In order: the start-up (startup.py: device, dtype and sizes resolved once, megatron-core
+imported), the launch checks (config, paths, tokenizer, vocabulary, data sources, memory), the
+process groups and seeds, the run-directory lock (rank 0 takes it, every rank learns the
 outcome), one line saying what runs where, a ready Trainer (model, optimizer, resume, data),
 and only then, when nothing can refuse the launch any more, config.yaml and the launch record.
 On the way out the lock is released and the runtime shut down. A refusal is a RunError that
@@ -17,13 +18,17 @@ from __future__ import annotations
 import importlib.util
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
 
 from alia_train.config.schema import Config
 from alia_train.parallel.launch_env import LaunchEnv
 from alia_train.training.errors import RunError
 from alia_train.training.launch_checks import check_launch
-from alia_train.training.trainer import Trainer
+from alia_train.training.startup import start_runtime
+
+if TYPE_CHECKING:  # imported at run time only after the start-up has imported megatron-core
+    from alia_train.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class RunOptions:
     """What callers other than alia-train may change. The checks, the lock, resume and the
     launch record are not optional."""
 
-    trackers: bool = True  # W&B / TensorBoard as configured (made by `train`)
+    trackers: bool = True  # W&B / TensorBoard as configured (`train` hands them to the loop)
     with_data: bool = True  # False: no datasets; the caller feeds micro-batches or only reads the model
     tokenizer: Any = None  # a stand-in for data.tokenizer (the benchmark's random tokens)
     keep_process_group: bool = False  # leave torch.distributed up for another run in this process
@@ -43,12 +48,11 @@ def train(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) ->
     from alia_train.checkpoint.write_errors import CheckpointWriteError
 
     with open_run(cfg, launch, options) as trainer:
-        if options.trackers and launch.rank == 0:
-            from alia_train.training.tracking import make_trackers
+        from alia_train.training.tracking import make_trackers
 
-            trainer.rt.trackers.extend(make_trackers(cfg))
+        trackers = make_trackers(cfg) if options.trackers and launch.rank == 0 else []
         try:
-            return trainer.train()
+            return trainer.train(trackers)
         except CheckpointWriteError as e:  # disk full etc.: one line, earlier checkpoints intact
             raise RunError(str(e)) from e
 
@@ -56,19 +60,21 @@ def train(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) ->
 @contextmanager
 def open_run(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) -> Iterator[Trainer]:
     """A Trainer ready to train, on an accepted launch that holds the run directory's lock."""
-    from alia_train.parallel.runtime import init_runtime
-
+    rt = start_runtime(cfg, launch)
     try:
-        tokenizer = check_launch(cfg, launch, options.tokenizer)
+        tokenizer = check_launch(cfg, rt, options.tokenizer)
     except RunError as e:
         e.every_rank = True  # each rank checks the same launch: rank 0 says it
         raise
-    rt = init_runtime(cfg, launch)
+    from alia_train.parallel.runtime import start_process_groups
+    from alia_train.training.relayout import build_trainer
+
+    start_process_groups(cfg, rt)
     lock = None
     try:
         lock = _take_lock(cfg, launch)
         _announce(cfg, launch, rt)
-        trainer = Trainer(cfg, rt, tokenizer, with_data=options.with_data)
+        trainer = build_trainer(cfg, rt, tokenizer, options.with_data)
         try:
             _accept(cfg, launch, trainer)
             yield trainer
@@ -102,14 +108,12 @@ def _take_lock(cfg: Config, launch: LaunchEnv):
 
 
 def _announce(cfg: Config, launch: LaunchEnv, rt) -> None:
-    from alia_train.config.derived import data_parallel_size
-
     if launch.rank != 0:
         return
     par = cfg.parallel
     print(f"[alia-train] run dir {cfg.run.dir}; {launch.world_size} process(es) "
           f"({launch.source}), tp={par.tp} pp={par.pp} {f'cp={par.cp} ' if par.cp > 1 else ''}"
-          f"dp={data_parallel_size(launch.world_size, par.tp, par.pp, par.cp)}, "
+          f"dp={rt.derived.dp}, "
           f"{rt.device.type} {str(rt.dtype).removeprefix('torch.')}", flush=True)
     note = accelerator_note(rt.cuda)
     if note:

@@ -13,7 +13,8 @@ the time limit Slurm sends TERM, CONT, TERM within milliseconds; scancel twice) 
 request, and a save in progress is never cut short by a second signal. To stop at once, use
 SIGINT (Ctrl-C) or SIGKILL.
 
-`install_stop_handler()` runs first in `alia-train`'s main, before the heavy imports, so a
+`install_stop_handler()` runs first in every process that trains (training/startup.py's
+`prepare_process`, the first call of `alia-train`'s main), before the heavy imports, so a
 signal that arrives during start-up is remembered and acted on at the first step boundary. A
 signal that reached the batch script before the training started is passed in the environment
 (ALIA_STOP_SIGNAL=USR1 or TERM) and counts as received.
@@ -141,6 +142,11 @@ def install_stop_handler() -> StopRequest:
                 _request.note(signal.Signals[pending if pending.startswith("SIG") else "SIG" + pending])
             except KeyError:
                 pass
+    return _request
+
+
+def stop_request() -> StopRequest | None:
+    """The installed handler's request (install_stop_handler), or None when there is none."""
     return _request
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from alia_train.checkpoint.manager import TrainingProgress
+from alia_train.checkpoint.state_dict import TrainingProgress
 from alia_train.config.schema import Config
 from alia_train.model.flops import mfu, palm_flops_per_token, training_flops_per_token
 from alia_train.training.intervals import Every, Interval, IntervalMeter

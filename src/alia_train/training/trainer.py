@@ -1,7 +1,7 @@
 """The training loop. A Trainer is complete once constructed: model, optimizer, checkpoints,
 the resumed position and the datasets. Build it through alia_train.training.run, which also
 holds the run lock and accepts the launch; the pieces it drives live next to it (step, batches,
-evaluation, train_log, save_policy, nonfinite, signals) and in alia_train.checkpoint / data."""
+evaluation, train_log, intervals, nonfinite, signals) and in alia_train.checkpoint / data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from alia_train.checkpoint.manager import CheckpointManager, CheckpointMismatchError, TrainingProgress
-from alia_train.config.derived import derive
+from alia_train.checkpoint.resume import load_latest
+from alia_train.checkpoint.state_dict import CheckpointMismatchError, TrainingProgress, TrainingState
+from alia_train.checkpoint.writer import CheckpointWriter
 from alia_train.config.load import to_yaml
 from alia_train.config.schema import Config
 from alia_train.exit_codes import EXIT_OK
@@ -24,8 +25,7 @@ from alia_train.training.evaluation import Evaluator
 from alia_train.training.intervals import Every
 from alia_train.training.nonfinite import NonfiniteSteps
 from alia_train.training.optimizer import attach_schedule_hooks, build_optimizer, wrap_ddp
-from alia_train.training.save_policy import SavePolicy
-from alia_train.training.signals import StopDecision, install_stop_handler, release_stop_handler
+from alia_train.training.signals import StopDecision, release_stop_handler, stop_request
 from alia_train.training.step import LossAccumulator, StepResult, StepShape, train_step
 from alia_train.training.train_log import TrainLog
 
@@ -43,7 +43,7 @@ class Trainer:
         checkpoint cannot be resumed."""
         self.cfg, self.rt, self.tokenizer = cfg, rt, tokenizer
         tr = cfg.train
-        derived = derive(cfg, dist.get_world_size(), rt.cuda)
+        derived = rt.derived
         self.tokens_per_step = derived.tokens_per_step
         self.shape = StepShape(derived.num_microbatches, tr.seq_length, tr.micro_batch_size, rt.device)
         chunks = build_model(cfg, tokenizer.vocab_size, rt.dtype, rt.device)
@@ -52,12 +52,14 @@ class Trainer:
                                   parallel_state.get_data_parallel_world_size(), len(self.model))
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model, rt.dtype)
         attach_schedule_hooks(self.model, self.optimizer)
-        self.checkpoints = CheckpointManager(
+        self.state = TrainingState(
             cfg, self.model, self.optimizer, self.scheduler,
             {"path": tokenizer.path, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
-            to_yaml(cfg), cuda=rt.cuda,
+            to_yaml(cfg), rt,
         )
-        self.saves = SavePolicy(cfg.checkpoint.interval, tr.steps)
+        self.checkpoints = CheckpointWriter(self.state)
+        # Routine saves on the way; the last step's (and a stop request's) are the loop's.
+        self.saves = Every(cfg.checkpoint.interval, tr.steps, at_last=False)
         self.nonfinite = NonfiniteSteps(tr.on_nonfinite, tr.max_skipped_steps)
         self.progress = self._resume()
         self.data = self._build_data() if with_data else None
@@ -69,18 +71,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _resume(self) -> TrainingProgress:
-        if dist.get_rank() == 0:
-            from alia_train.checkpoint.layout import remove_partials
-
-            # Left by a save that was interrupted; the run lock guarantees no save is running.
-            for path in remove_partials(self.cfg.run.dir):
-                _log(f"removed unfinished checkpoint {path.name}")
-        dist.barrier()
+        """By the rules of checkpoint/resume.py, said in a line or two."""
         try:
-            loaded = self.checkpoints.load_latest()
+            loaded = load_latest(self.state)
         except (CheckpointMismatchError, FileNotFoundError) as e:
             raise RunError(str(e)) from e
-        if loaded is None:
+        for path in loaded.removed_partials:
+            _log(f"removed unfinished checkpoint {path.name}")
+        if loaded.path is None:
             _log("no checkpoint to resume from: starting at step 0")
             return TrainingProgress()
         for path, why in loaded.skipped:
@@ -117,12 +115,19 @@ class Trainer:
         return train_step(self.model, self.optimizer, self.scheduler, iterators, self.acc, self.shape)
 
     # ------------------------------------------------------------------ the loop
-    def train(self) -> int:
-        """Train from the resumed step to train.steps; EXIT_OK, or a stop request's exit code
-        once its checkpoint is saved. Raises NonFiniteError (train.on_nonfinite=stop)."""
-        stop = install_stop_handler() if self.cfg.checkpoint.save_on_signal else release_stop_handler()
+    def train(self, trackers: list = ()) -> int:
+        """Train from the resumed step to train.steps, logging to `trackers` too (W&B,
+        TensorBoard: training/tracking.py); EXIT_OK, or a stop request's exit code once its
+        checkpoint is saved. Raises NonFiniteError (train.on_nonfinite=stop).
+
+        Checkpoints: every `checkpoint.interval` steps on the way (0: none), in the background
+        with async_save; at the last step unless just saved, and on a stop request (SIGUSR1 /
+        SIGTERM) at the next step boundary, both waiting until published. No save while the
+        weights may hold a non-finite update (nonfinite.py): it waits for a finite step."""
+        # The handler the start-up installed (startup.py), or the signals' default actions back.
+        stop = stop_request() if self.cfg.checkpoint.save_on_signal else release_stop_handler()
         its = self.batches(self.progress.consumed_samples)
-        log = TrainLog(self.cfg, self.rt.trackers, self.languages, self.progress.step,
+        log = TrainLog(self.cfg, list(trackers), self.languages, self.progress.step,
                        self.tokenizer.vocab_size, self.rt.cuda)
         decision, save_owed = None, False
         try:
@@ -150,7 +155,7 @@ class Trainer:
             else:
                 if self.nonfinite.weights_suspect:
                     _log(self.nonfinite.unsaved_note(self.progress.step))
-                elif self.saves.final_due(self.progress.step, self.checkpoints.last_saved_step):
+                elif self.checkpoints.last_saved_step != self.progress.step:  # unless just saved
                     self.checkpoints.save(self.progress, blocking=True)
         finally:
             self.close()

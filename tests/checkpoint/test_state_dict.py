@@ -10,25 +10,18 @@ else absent is refused in one line that names the fix.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 
 
 @pytest.fixture(scope="module")
 def gloo():
-    import torch.distributed as dist
+    from alia_train.config import load_config
+    from alia_train.parallel.launch_env import detect_launch_env
+    from alia_train.training.startup import process_groups
 
-    from alia_train.parallel import cpu_compat
-
-    cpu_compat.install()  # what alia-train does on a machine without CUDA
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    with process_groups(load_config(["+model=tiny"]), detect_launch_env({})):
+        yield
 
 
 def _tensor(key: str, value: torch.Tensor):
@@ -53,7 +46,7 @@ def _save(path, sd) -> None:
 def _load(path, sd, saved_impl="local", current_impl="te"):
     from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
 
-    from alia_train.checkpoint.manager import load_sharded
+    from alia_train.checkpoint.state_dict import load_sharded
 
     return load_sharded(sd, path, get_default_load_sharded_strategy(str(path)), saved_impl, current_impl)
 
@@ -88,7 +81,7 @@ def test_te_checkpoint_loads_into_a_local_request(gloo, tmp_path):
 
 
 def test_missing_real_tensor_is_one_line_naming_the_fix(gloo, tmp_path):
-    from alia_train.checkpoint.manager import CheckpointMismatchError
+    from alia_train.checkpoint.state_dict import CheckpointMismatchError
 
     _save(tmp_path / "ckpt", {"model": {"qkv": _tensor(QKV, torch.arange(6.0))}})
     want = {"model": {"qkv": _tensor(QKV, torch.zeros(6)), "norm": _tensor(NORM, torch.zeros(3))}}
@@ -100,7 +93,7 @@ def test_missing_real_tensor_is_one_line_naming_the_fix(gloo, tmp_path):
 
 
 def test_model_state_tolerates_only_absent_extra_state():
-    from alia_train.checkpoint.manager import CheckpointMismatchError, load_model_state
+    from alia_train.checkpoint.state_dict import CheckpointMismatchError, load_model_state
 
     class WithExtraState(torch.nn.Module):  # like a TE layer
         def __init__(self):

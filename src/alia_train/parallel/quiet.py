@@ -1,4 +1,5 @@
-"""Library noise off, installed by every CLI before megatron-core or torch is imported.
+"""Library noise off, installed by every CLI and by the run start-up (training/startup.py)
+before megatron-core or torch is imported.
 
 A tiny CPU run used to print ~19 warning lines per process from megatron-core and torch:
 optional packages not installed (Transformer Engine, Apex, absl), deprecations of APIs we use on
@@ -29,6 +30,9 @@ _WARNING_MESSAGES = (
     r"torch\.distributed is disabled, unavailable or uninitialized",
     r"The argument order of load has been changed",
     r"Please use DTensor instead and we are deprecating ShardedTensor",
+    # megatron's distributed optimizer in fp32 (CPU runs) keeps views of the parameters as its
+    # main parameters and reads their .grad: harmless there, said once per step otherwise.
+    r"The \.grad attribute of a Tensor that is not a leaf Tensor is being accessed",
 )
 # Library modules whose deprecation notices are about APIs alia-train pins and adapts to.
 _LIBRARY_MODULES = r"(megatron|torch|transformer_engine)(\..*)?$"
@@ -38,6 +42,8 @@ _LOG_MESSAGES = {
     "megatron.core.models.gpt.gpt_model": (r"GPTModel IS DEPRECATED",),
     "megatron.core.dist_checkpointing.strategies.torch": (r"MCore's async save is deprecated",),
     "torch.utils.cpp_extension": (r"No CUDA runtime is found",),
+    # megatron-core 0.19's DDP computes the distributed optimizer's layout itself when not given.
+    "megatron.core.distributed.distributed_data_parallel": (r"full_param_layout not provided",),
 }
 
 

@@ -6,6 +6,8 @@
             ...                 megatron dist_checkpointing (torch_dist) files
         step_00000200.partial/  being written, or left by a crash: never loaded
         step_00000300.damaged/  found damaged when loading: set aside, never loaded or counted
+        step_00000400.replaced/ while a re-save of the same step is published: removed after,
+                                put back at the next start if the re-save did not finish
         latest                  "step_00000200", replaced atomically after each publish
 
 A checkpoint is written under `.partial`, marked COMPLETE and renamed: a reader sees either the
@@ -29,6 +31,7 @@ COMPLETE = "COMPLETE"
 KEEP = "KEEP"
 PARTIAL_SUFFIX = ".partial"
 DAMAGED_SUFFIX = ".damaged"
+REPLACED_SUFFIX = ".replaced"
 _PUBLISHED_NAME = re.compile(r"step_\d+")
 _READ_BLOCK = 8 << 20
 
@@ -127,10 +130,14 @@ def publish(run_dir, step: int, extra: dict | None = None, crc32: dict[str, str]
     manifest = {"step": step, "files": files, "crc32": {n: crc32[n] for n in files}, **(extra or {})}
     write_text_atomic(src / COMPLETE, json.dumps(manifest, indent=1))
     dst = checkpoints_dir(run_dir) / step_dir_name(step)
-    if dst.exists():  # a re-save of the same step (e.g. after a resume): replace it whole
-        shutil.rmtree(dst)
+    # A re-save of the same step (after a resume, or in the portable form) replaces it whole;
+    # the old one is moved aside first, so that a crash at any point leaves one of the two.
+    replaced = dst.with_name(dst.name + REPLACED_SUFFIX)
+    if dst.exists():
+        os.replace(dst, replaced)
     os.replace(src, dst)
     write_text_atomic(checkpoints_dir(run_dir) / "latest", dst.name + "\n")  # fsyncs the rename too
+    shutil.rmtree(replaced, ignore_errors=True)
     return dst
 
 
@@ -165,10 +172,17 @@ def candidates(run_dir) -> list[Path]:
 
 
 def remove_partials(run_dir) -> list[Path]:
-    """Delete what interrupted saves left behind. Only safe while no save runs (the run lock)."""
+    """Delete what interrupted saves left behind, and put back a checkpoint whose re-save did
+    not finish. Only safe while no save runs (the run lock)."""
     root = checkpoints_dir(run_dir)
     removed = []
     if root.is_dir():
+        for p in root.glob("*" + REPLACED_SUFFIX):
+            final = p.with_name(p.name.removesuffix(REPLACED_SUFFIX))
+            if final.exists():  # the re-save was published: the old one is not needed
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.replace(p, final)
         for p in root.glob("*" + PARTIAL_SUFFIX):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
