@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_routine_save_costs_each_rank_its_own_shard_not_the_gathered_state(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "checkpoint_memory.py"), "--dp", "2",
-                           "--hidden", "512", "--layers", "4", "--json", str(out)],
+                           "--hidden", "384", "--layers", "2", "--json", str(out)],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = {r["form"]: r for r in json.loads(out.read_text())}
