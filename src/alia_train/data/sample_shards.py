@@ -22,16 +22,19 @@ def sample_shard_prefix(cache_dir: str, tokenizer_sha256: str) -> str:
 def prepare_sample_sources(cache_dir: str, tokenizer) -> list[DataSource]:
     """Tokenize the sample corpus (rank 0; others wait) and return its shards as sources."""
     from alia_train.data.tokenize import TokenizeOptions, finished_stats, tokenize
+    from alia_train.data.tokenize_request import OtherRequestError
 
     prefix = sample_shard_prefix(cache_dir, tokenizer.sha256)
     error = None
     if _rank() == 0:
+        options = TokenizeOptions(inputs=sample_corpus_files(), tokenizer=tokenizer.path,
+                                  output_prefix=prefix, workers=0, progress=False)
         try:
-            tokenize(
-                TokenizeOptions(inputs=sample_corpus_files(), tokenizer=tokenizer.path,
-                                output_prefix=prefix, workers=0, progress=False),
-                log=lambda *_: None,
-            )
+            try:
+                tokenize(options, log=lambda *_: None)
+            except OtherRequestError:  # made by another alia-train (or corpus): ours to redo
+                options.force = True
+                tokenize(options, log=lambda *_: None)
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             error = f"{type(e).__name__}: {e}"
     error = _share_from_rank0(error)

@@ -35,6 +35,7 @@ from alia_train.data.readers import InputError, InputFile, LinesTask, RecordsTas
 from alia_train.data.shard_writer import ShardSet, shard_prefix
 from alia_train.data.tokenize_request import (
     STATS_VERSION,
+    OtherRequestError,
     Request,
     TokenizeError,
     TokenizeOptions,
@@ -106,7 +107,7 @@ def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
         log(f"{path}: the previous run was stopped while publishing; redoing it")
         return None
     if not same_request(previous.get("fingerprint"), fingerprint):
-        raise TokenizeError(
+        raise OtherRequestError(
             f"{path} holds a finished run with other inputs, tokenizer or options; "
             "use another --output-prefix, or --force to overwrite it"
         )

@@ -26,6 +26,10 @@ class TokenizeError(ValueError):
     """A problem with the request or the data (--strict); the message names it."""
 
 
+class OtherRequestError(TokenizeError):
+    """The output prefix holds a finished run of other inputs, tokenizer or options."""
+
+
 @dataclass
 class TokenizeOptions:
     inputs: list[str]
