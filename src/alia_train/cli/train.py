@@ -31,13 +31,23 @@ def _first_rank() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from alia_train.training.signals import ctrl_c_received
+
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C: at once, without a save (SIGTERM / SIGUSR1 save first)
-        if _first_rank():
-            print("alia-train: interrupted (Ctrl-C); the same command resumes from the latest complete checkpoint",
-                  file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return _interrupted()
+    except BaseException:
+        if ctrl_c_received():  # the interrupt surfaced as a library's error (e.g. a checkpoint writer's)
+            return _interrupted()
+        raise
+
+
+def _interrupted() -> int:
+    if _first_rank():
+        print("alia-train: interrupted (Ctrl-C); the same command resumes from the latest complete checkpoint",
+              file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def _main(argv: list[str] | None) -> int:

@@ -126,6 +126,20 @@ class StopRequest:
 
 
 _request: StopRequest | None = None
+_ctrl_c = False
+
+
+def _on_ctrl_c(signum, frame):
+    """Python's own SIGINT action (KeyboardInterrupt), remembered: inside a library (a checkpoint
+    writer) the interrupt can surface as another exception, which alia-train must still report
+    as Ctrl-C (one line, exit 130), not as a failure."""
+    global _ctrl_c
+    _ctrl_c = True
+    raise KeyboardInterrupt
+
+
+def ctrl_c_received() -> bool:
+    return _ctrl_c
 
 
 def install_stop_handler() -> StopRequest:
@@ -136,6 +150,8 @@ def install_stop_handler() -> StopRequest:
         _request = StopRequest()
         for sig in HANDLED:
             signal.signal(sig, _request._handle)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored
+            signal.signal(signal.SIGINT, _on_ctrl_c)
         pending = os.environ.pop(PENDING_ENV, "").strip().upper()
         if pending:
             try:
