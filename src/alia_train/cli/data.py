@@ -122,17 +122,22 @@ def _add_tokenize(sub) -> None:
 
 
 def _add_merge(sub) -> None:
-    from alia_train.data.mixture import format_mixture_plan
-
-    max_epochs = inspect.signature(format_mixture_plan).parameters["max_epochs"].default
     p = sub.add_parser("merge", help="merge the tasks of alia-data tokenize --output-dir DIR into a data config",
                        description="Check that every task of DIR/plan.json finished, then write DIR/data.yaml "
                        "(every shard set with its language; also DIR/data/NAME.yaml for --config-dir DIR "
                        "data=NAME) and DIR/stats.json (per language documents, tokens, bytes; skipped "
                        "records by reason), and print the mixture table.")
     p.add_argument("dir", metavar="DIR", help="the --output-dir of alia-data tokenize")
+    _add_mixture_table_options(p)
+
+
+def _add_mixture_table_options(p) -> None:
+    """--tokens and --max-epochs of the mixture table (merge and mixture print it)."""
+    from alia_train.data.mixture import format_mixture_plan
+
+    max_epochs = inspect.signature(format_mixture_plan).parameters["max_epochs"].default
     p.add_argument("--tokens", type=float, default=None,
-                   help="tokens the training run will see, for the mixture table (default: the corpus size)")
+                   help="tokens the training run will see (default: the corpus size)")
     p.add_argument("--max-epochs", type=float, default=max_epochs,
                    help=f"warn above this many repetitions (default {max_epochs:g})")
 
@@ -145,14 +150,9 @@ def _add_mixture(sub) -> None:
                        "data=NAME reads the data group file NAME (packaged, or DIR/data/NAME.yaml with --config-dir DIR).")
     p.add_argument("config", nargs="+", metavar="CONFIG_OR_OVERRIDE")
     from alia_train.cli.config_dirs import add_config_dir_option
-    from alia_train.data.mixture import format_mixture_plan
 
     add_config_dir_option(p)
-    p.add_argument("--tokens", type=float, default=None,
-                   help="tokens the training run will see (default: the corpus size)")
-    max_epochs = inspect.signature(format_mixture_plan).parameters["max_epochs"].default
-    p.add_argument("--max-epochs", type=float, default=max_epochs,
-                   help=f"warn above this many repetitions (default {max_epochs:g})")
+    _add_mixture_table_options(p)
 
 
 def _add_verify(sub) -> None:
