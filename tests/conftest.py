@@ -77,7 +77,6 @@ LONGEST_FIRST = [
     "recipes/test_recipes.py",
     "parallel/test_layouts.py",
     "slurm/test_real_slurm.py",
-    "slurm/test_slurm_scripts.py",
     "cli/test_doc_promises.py",
     "checkpoint/test_relayout.py",
     "slurm/test_tokenize_slurm.py",

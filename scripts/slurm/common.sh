@@ -325,7 +325,7 @@ alia_requeue() {
     return 0
   fi
   if ((restarts >= max)); then
-    alia_log "checkpoint saved but not requeueing: already restarted $restarts times (ALIA_MAX_REQUEUES=$max)"
+    alia_log "checkpoint saved but not requeueing: already restarted $restarts times (ALIA_MAX_REQUEUES=$max); resubmit the same command to continue, it resumes from the checkpoint"
     return "$ALIA_EXIT_RESUME"
   fi
   alia_log "checkpoint saved; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)))"

@@ -9,7 +9,9 @@ settings, a full disk) are in test_restart_changes.py.
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -119,3 +121,32 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path, cache, reference, refere
     kept = directory.complete_checkpoints(run_dir)
     assert [p.name for p in kept] == [f"step_{STEPS:08d}", f"step_{STEPS - 2:08d}"]
     assert all(directory.verify(p, deep=(0, 1)) is None for p in kept)
+
+
+def test_an_async_saves_background_write_counts_for_the_killwait_warning(tmp_path, cache):
+    """The KillWait warning (docs/cluster.md) compares the last save's duration with Slurm's
+    KillWait. An async save blocks the training only while it copies the tensors; its write
+    (here held 2 s in the background) is what the blocking SIGTERM save will take about as long
+    as, and is what the warning must count."""
+    run_dir = tmp_path / "run"
+    # One save (step 30) published before the SIGTERM, and no other one begun: each later save
+    # would also wait for the one before it, which the blocked time then counts.
+    cmd = command(run_dir, cache, "checkpoint.async_save=true", "checkpoint.interval=30", steps=400)
+    entry = [sys.executable, str(Path(__file__).with_name("fault_entry.py")), "0", "--delay-writes=2"]
+    log = tmp_path / "log.txt"
+    proc = start([*entry, *cmd[1:]], log, ALIA_KILL_WAIT_S="1")
+    try:
+        wait_for_step(run_dir, 30, proc)
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoints" / "step_00000030" / "COMPLETE").exists():  # published
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+    text = log.read_text()
+    assert "step_00000060" not in text
+    took = re.findall(r"WARNING: the last save took (\d+) s but Slurm kills the job 1 s \(KillWait\)", text)
+    assert took and int(took[0]) >= 2, text[-3000:]

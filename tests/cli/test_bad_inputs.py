@@ -1,8 +1,8 @@
 """Every user mistake in config loading and the CLIs' arguments ends in ONE line
 `alia-<tool>: error: <what>; <fix>` and exit 2, before any process group starts.
 
-The table runs each CLI's `main()` in this process (the console scripts call exactly that; a
-process per case would cost ~2 s of imports each); three cases also run as real processes.
+Each case runs the console script in a subprocess, as a user types it, in a directory where
+`afile` is a file, `empty` an empty directory and `confs` a config dir with broken group files.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from alia_train.cli import convert, data, plan, train
-from alia_train.parallel import runtime
 from conftest import cli, subprocess_env
 
 TINY = "+model=tiny"
+train, plan, convert, data = "alia-train", "alia-plan", "alia-convert", "alia-data"
 
 # (cli module, argv, text the one line must contain). {tmp} is the test's tmp dir, where
 # `afile` is a file, `empty` an empty directory and `confs` a config dir with broken group files.
@@ -71,6 +70,9 @@ CASES = [
     (train, [TINY, "run.dir={tmp}/run", "data.tokenizer={tmp}/nope.model"], "data.tokenizer:"),
     (train, [TINY, "run.dir={tmp}/run", "data.tokenizer={tmp}/afile"], "data.tokenizer:"),
     (train, [TINY, "run.dir={tmp}/run", "data.use_sample=false"], "data.sources"),
+    (train, [TINY, "run.dir="], "run.dir: is empty; give a path"),  # not the working directory
+    (train, [TINY, "run.dir={tmp}/run", "data.cache_dir="], "data.cache_dir: is empty; give a path"),
+    (train, [TINY, "run.dir={tmp}/run", "data.tokenizer="], "data.tokenizer: is empty; give a path (or null)"),
     # the other CLIs that compose configs
     (plan, [TINY, "train.steps=abc"], "train.steps: expects an integer, got 'abc'"),
     (plan, ["--config-dir", "{tmp}/nope", TINY], "--config-dir: {tmp}/nope does not exist"),
@@ -84,19 +86,11 @@ CASES = [
 
 
 def _ids() -> list[str]:
-    return [f"{mod.__name__.rsplit('.', 1)[1]}:{' '.join(argv) or '(nothing)'}" for mod, argv, _ in CASES]
-
-
-def _must_not_start(*args, **kwargs):
-    raise AssertionError("this bad input was accepted: alia-train went on to start training")
+    return [f"{prog.removeprefix('alia-')}:{' '.join(argv) or '(nothing)'}" for prog, argv, _ in CASES]
 
 
 @pytest.fixture
-def tmp(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    # A guard, not a stand-in: every case must be refused before the training entry point
-    # would start process groups and train (in this process).
-    monkeypatch.setattr(runtime, "start_process_groups", _must_not_start)
+def tmp(tmp_path) -> Path:
     (tmp_path / "afile").write_text("not a directory\n")
     (tmp_path / "empty").mkdir()
     for group, name, text in (("data", "broken", "sources: [\n"), ("data", "typo", "sourcs: []\n"),
@@ -106,27 +100,25 @@ def tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("mod, argv, expected", CASES, ids=_ids())
-def test_bad_input_is_one_line_and_exit_2(mod, argv, expected, tmp, capsys):
-    prog = {train: "alia-train", plan: "alia-plan", convert: "alia-convert", data: "alia-data"}[mod]
-    rc = mod.main([a.replace("{tmp}", str(tmp)) for a in argv])
-    out, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+@pytest.mark.parametrize("prog, argv, expected", CASES, ids=_ids())
+def test_bad_input_is_one_line_and_exit_2(prog, argv, expected, tmp):
+    proc = subprocess.run([cli(prog), *(a.replace("{tmp}", str(tmp)) for a in argv)], cwd=tmp,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
     assert expected.replace("{tmp}", str(tmp)) in lines[0]
-    assert "[alia-train] run dir" not in out  # refused before any process group started
+    assert "[alia-train] run dir" not in proc.stdout  # refused before any process group started
     assert not (tmp / "run").exists(), "a refused launch created its run directory"
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["alia-train", TINY, "train.steps=abc"], "alia-train: error: train.steps: expects an integer, got 'abc'"),
-    (["alia-train", TINY, "run.dir=afile/run"], "alia-train: error: run.dir: "),
-    (["alia-plan", "--config-dir", "nope", TINY], "alia-plan: error: --config-dir: "),
-])
-def test_console_scripts_say_it_in_one_line(argv, expected, tmp_path):
-    (tmp_path / "afile").write_text("x\n")
-    proc = subprocess.run([cli(argv[0]), *argv[1:]], cwd=tmp_path, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(expected)
+def test_a_refused_launch_is_said_before_megatron_core_is_imported(tmp):
+    """Launch checks (values, layouts, paths, tokenizer, data) run before megatron-core's ~2 s
+    import, so that a mistake is said at once."""
+    proc = subprocess.run([cli(train), TINY, f"run.dir={tmp}/run", "data.split=abc"], cwd=tmp,
+                          env=subprocess_env(PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "alia-train: error: data.split" in proc.stderr, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported  # the import profile is there: the check below can fail
+    assert not [name for name in imported if name.startswith("megatron")]

@@ -384,9 +384,10 @@ def _verified(prefix: Path) -> dict:
 def test_tokenize_after_an_input_changed_refuses_then_redoes_with_force(tmp_path):
     """docs/data.md, Re-running: "up to date" only with the same inputs (path, size, mtime);
     "with other inputs ... over a finished set it stops and asks for --force". An input edited
-    after a finished run (a document more; then one character changed at the same size): the
-    rerun is refused in one line naming --force, exit 2, never "up to date", the set untouched;
-    with --force the set is redone from the new input."""
+    after a finished run (one character changed at the same size; then a document more): the
+    rerun is refused in one line naming the changed input and how (modified at the same size,
+    or its size) and --force, exit 2, never "up to date", the set untouched; with --force the
+    set is redone from the new input."""
     src = _write_docs(tmp_path / "in.jsonl", 40)
     prefix = tmp_path / "out" / "c"
     first = _run(_tokenize([src], prefix))
@@ -394,17 +395,21 @@ def test_tokenize_after_an_input_changed_refuses_then_redoes_with_force(tmp_path
     published = _set_files(prefix)
     documents = _verified(prefix)["totals"]["documents"]
 
-    _write_docs(src, 41)  # one more document
     text = src.read_text(encoding="utf-8")
-    for edit in (None, text.replace("document 7:", "document 8:", 1)):  # then the same size, other content
-        if edit is not None:
-            time.sleep(0.01)  # a new mtime, as any later edit has
+    same_size = text.replace("document 7:", "document 8:", 1)
+    assert same_size != text and len(same_size.encode()) == len(text.encode())
+    for edit, how in ((same_size, "was modified since the set was made (same size)"),
+                      (None, "changed size since the set was made")):
+        time.sleep(0.01)  # a new mtime, as any later edit has
+        if edit is None:
+            _write_docs(src, 41)  # one more document
+        else:
             src.write_text(edit, encoding="utf-8")
-            assert len(edit.encode()) == len(text.encode())
         rerun = _run(_tokenize([src], prefix))
         assert rerun.returncode == EXIT_CONFIG, rerun.stdout + rerun.stderr
         line = _one_error_line(rerun, "alia-data")
         assert "other inputs" in line and "--force" in line, line
+        assert f"input {src} {how}" in line, line  # names the file, and what changed
         assert "up to date" not in rerun.stdout + rerun.stderr
         assert _set_files(prefix) == published
     forced = _run(_tokenize([src], prefix, "--force"))
@@ -456,7 +461,9 @@ def test_ctrl_c_while_tokenizing_exits_130_and_keeps_the_previous_set(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("alia-data: interrupted"), err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("alia-data: interrupted; the set being written was not published: what was already "
+                          "there is untouched"), err
     assert _group_is_gone(proc.pid), "an encoding worker outlived its parent"
     assert _set_files(prefix) == published and not lock.exists()
     assert not list(tmp_path.glob("*.tmp-*")), list(tmp_path.iterdir())
@@ -490,6 +497,8 @@ def test_ctrl_c_while_publishing_waits_for_the_set_then_exits_130(tmp_path):
                 preexec_fn=_sigint_as_in_a_terminal)
     assert proc.returncode == EXIT_INTERRUPTED, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"alia-data: interrupted while publishing: the set was completed first "
+                                  f"({prefix}.stats.json vouches for it)"), proc.stderr  # not "nothing published"
     stats = _verified(prefix)  # complete, and the new one
     assert stats["totals"]["documents"] == 50 and stats["inputs"][0]["path"] == str(new)
     assert not list(tmp_path.glob("*.tmp-*")) and not Path(f"{prefix}.lock").exists()

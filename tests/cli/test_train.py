@@ -53,6 +53,8 @@ def test_a_tiny_run_prints_no_warning_lines(first_run):
     notes = [line for line in out.splitlines() if "Transformer Engine" in line or "Apex" in line]
     assert len(notes) == 1 and notes[0].startswith("[alia-train] "), out
     assert "training finished at step 6" in out
+    # tiny's warmup (20) is longer than these 6 steps: shortened, and said (not silently).
+    assert "[alia-train] note: optim.warmup_steps 20 >= train.steps 6: warming up over 5 steps" in out
 
 
 def test_every_start_appends_a_launch_record(first_run):
@@ -149,3 +151,20 @@ def test_a_run_of_non_finite_steps_stops_in_one_line_and_saves_none_of_them(tmp_
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000001", "step_00000002"]
     assert (checkpoints / "latest").read_text().strip() == "step_00000002"
+
+
+def test_a_non_finite_step_with_stop_exits_3_in_one_line_and_saves_nothing_after_it(tmp_path):
+    """train.on_nonfinite=stop (the default) from outside: one line naming what was non-finite
+    and the step, exit 3, no checkpoint of the wrecked weights (docs/failures.md)."""
+    from alia_train.exit_codes import EXIT_NONFINITE
+
+    proc = _run([cli("alia-train"), "+model=tiny", "train.steps=8", "optim.lr=1e6", "checkpoint.interval=1",
+                 "train.global_batch_size=2", "train.micro_batch_size=2", "train.seq_length=64",
+                 "logging.console=plain", "run.dir=run"], tmp_path)
+    assert proc.returncode == EXIT_NONFINITE, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    step = int(re.match(r"alia-train: error: non-finite (?:gradients|loss) at step (\d+)", errors[0]).group(1))
+    assert "training finished" not in proc.stdout
+    saved = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert saved == list(range(1, step)), (step, saved)  # every finite step, none of the bad one

@@ -53,7 +53,9 @@ INVALID = [
     (["parallel.cp=2", "train.seq_length=126"], 2, False, "train.seq_length", "2 x parallel.cp = 4"),
     (["parallel.overlap_param_gather=true"], 1, False, "parallel.overlap_param_gather", "distributed_optimizer"),
     (["parallel.pp=2", "parallel.vpp=2", "train.global_batch_size=12"], 2, False, "train.global_batch_size", "divisible by parallel.pp"),
-    # Found only by megatron or torch at run time before they were checked here (#24):
+]
+# Found only by megatron or torch at run time before they were checked here (#24):
+RUN_TIME_FAILURES = [
     (["parallel.tp=2", "parallel.sp=true", "train.seq_length=127"], 2, False, "train.seq_length", "not divisible by parallel.tp 2"),
     (["model.hidden_size=132"], 1, False, "model.hidden_size", "odd head size 33"),
     (["model.rope_theta=0"], 1, False, "model.rope_theta", "> 0"),
@@ -63,7 +65,16 @@ INVALID = [
     (["train.recompute=full", "train.recompute_num_layers=0"], 1, False, "train.recompute_num_layers", "positive"),
     (["data.split='0,100,0'"], 1, False, "data.split", "nothing to train on"),
     (["train.eval_interval=5", "data.split='100,0,0'"], 1, False, "train.eval_interval", "no validation part"),
+    (["train.seed=-1"], 1, False, "train.seed", "must be in 0..2147483647"),
+    (["data.tokenizer="], 1, False, "data.tokenizer", "is empty; give a path (or null)"),
+    (["checkpoint.load="], 1, False, "checkpoint.load", "is empty; give a path (or null)"),
+    (["cluster.peak_tflops=0"], 1, False, "cluster.peak_tflops", "must be > 0"),
+    (["cluster.gpus_per_node=0"], 1, False, "cluster.gpus_per_node", "must be > 0"),
+    (["cluster.assumed_mfu=5"], 1, False, "cluster.assumed_mfu", "(0, 1]"),
+    (["train.seed=4294967296"], 1, False, "train.seed", "must be in 0..2147483647"),
+    (["optim.warmup_steps=50", "optim.decay_steps=20"], 1, False, "optim.warmup_steps", "not below optim.decay_steps 20"),
 ]
+INVALID += RUN_TIME_FAILURES
 
 
 @pytest.mark.parametrize("overrides, world, cuda, key, fix", INVALID, ids=[" ".join(c[0]) for c in INVALID])
@@ -74,6 +85,24 @@ def test_invalid_config_named(overrides, world, cuda, key, fix):
     assert line is not None, f"no line for {key}: {found}"
     assert fix in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize("overrides, world, cuda, key, fix", RUN_TIME_FAILURES,
+                         ids=[" ".join(c[0]) for c in RUN_TIME_FAILURES])
+def test_the_real_command_refuses_what_megatron_or_torch_would_fail_on(overrides, world, cuda, key, fix, tmp_path):
+    """From outside: `alia-train` in a subprocess as rank 0 of `world` (torchrun's variables;
+    a refused launch stops before any rendezvous), one line naming the key, exit 2."""
+    import subprocess
+
+    from conftest import cli, subprocess_env
+
+    env = subprocess_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    proc = subprocess.run([cli("alia-train"), "+model=tiny", f"run.dir={tmp_path}/run", *overrides],
+                          env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines and all(line.startswith("alia-train: error: ") for line in lines), proc.stderr
+    assert any(line.startswith(f"alia-train: error: {key}:") and fix in line for line in lines), proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_all_problems_reported_at_once():

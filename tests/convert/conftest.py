@@ -5,7 +5,8 @@
 * `imported`: that model through `from-hf`;
 * `layouts`: ONE torchrun launch (2 processes) that trains the tiny model under TP=1 (DP=2),
   TP=2 and PP=2 (with linear RoPE scaling), and loads `imported` at TP=2, each time writing
-  alia-train's own logits for fixed tokens, computed in the process that holds the weights.
+  alia-train's own logits for fixed tokens, computed in the process that holds the weights;
+  `layout_overrides`: the overrides those runs were trained with (to resume one with alia-train).
 """
 
 from __future__ import annotations
@@ -139,3 +140,10 @@ def layouts(request, tmp_path_factory, imported, sample_tokenizer) -> Path:
     if proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return root
+
+
+@pytest.fixture(scope="session")
+def layout_overrides(layouts) -> list[str]:
+    """What every layout run was launched with: `alia-train *layout_overrides run.dir=...`
+    resumes a copy of one of them (LAYOUT_JOBS adds the layout's own)."""
+    return [*COMMON, f"data.cache_dir={layouts}/data_cache"]

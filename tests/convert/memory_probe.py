@@ -41,6 +41,7 @@ def main() -> None:
     import torch
 
     from alia_train.config import load_config
+    from alia_train.convert import dist_reader, dist_writer  # noqa: F401  (imported by the conversions, after their checks)
     from alia_train.convert.from_hf import import_from_hf
     from alia_train.convert.to_hf import export_to_hf
 

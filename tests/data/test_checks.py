@@ -118,3 +118,49 @@ def test_bad_sources_are_one_line_exit_2_before_any_work(tmp_path, corpus_dir, t
         out = proc.stdout if code == 0 else proc.stderr
         assert proc.returncode == code and said in out and out.count("\n") == 1, proc.stdout + proc.stderr
     assert source_problem(damaged["copied"]) is None and source_problem(damaged["changed"]) is not None
+
+
+def test_ids_beyond_the_vocabulary_between_the_sampled_blocks_stop_the_run_in_one_line(tmp_path):
+    """The start-up samples a few blocks of each shard (indexed.token_range_problem); ids beyond
+    the vocabulary elsewhere, in a shard changed in place with its times put back (what the
+    start-up cannot see, docs/data.md), are caught in the sample that reads them: one line
+    naming the shard and the id, exit 2, before torch's embedding sees them; nothing saved."""
+    import os
+
+    import numpy as np
+
+    from alia_train.data.indexed import PROBE_BLOCKS, PROBE_BYTES, bin_path, read_index_info
+    from alia_train.data.sample_corpus import sample_corpus_dir
+    from conftest import cli, subprocess_env
+
+    # Enough text that the sampled blocks leave most of the shard unread at start-up.
+    lines = (sample_corpus_dir() / "es.jsonl").read_text().splitlines()
+    text = tmp_path / "es.jsonl"
+    text.write_text("\n".join(lines * 24) + "\n")
+    prefix = tmp_path / "big" / "c"
+    tokenize(TokenizeOptions([str(text)], None, str(prefix), workers=0, progress=False))
+    source = f"{prefix}_es"
+    path = Path(bin_path(source))
+    itemsize = np.dtype(read_index_info(source).dtype).itemsize
+    count, per = path.stat().st_size // itemsize, PROBE_BYTES // itemsize
+    assert count > 3 * PROBE_BLOCKS * per, count  # most of it between the sampled blocks
+    tokens = np.fromfile(path, dtype=read_index_info(source).dtype)
+    sampled = np.zeros(count, dtype=bool)
+    for start in {(count - per) * k // (PROBE_BLOCKS - 1) for k in range(PROBE_BLOCKS)}:
+        sampled[start:start + per] = True
+    tokens[~sampled] = np.iinfo(tokens.dtype).max
+    times = path.stat()
+    with open(path, "r+b") as f:  # in place, same size, its times put back (rsync -t of a bad copy)
+        f.write(tokens.tobytes())
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    run = tmp_path / "run"
+    proc = subprocess.run([cli("alia-train"), "+model=tiny", f"run.dir={run}", f"data.cache_dir={tmp_path / 'cache'}",
+                           "train.steps=4", "checkpoint.interval=1", "data.use_sample=false",
+                           _sources((source, "es"))],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("alia-train: error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{source}.bin: token id {np.iinfo(tokens.dtype).max} in sample " in errors[0]
+    assert "outside the 4096 pieces of data.tokenizer" in errors[0] and "alia-data verify" in errors[0]
+    assert not list((run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else True

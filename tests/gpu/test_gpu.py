@@ -103,3 +103,17 @@ def test_short_training_run_reports_its_figures(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"] and train[-1]["tokens_per_sec"] > 0
     if CUDA:
         assert 0 < train[-1]["mfu"] < 1 and train[-1]["peak_mem_gb"] > 0
+
+
+@needs_a_gpu
+def test_a_local_rank_without_its_gpu_is_one_line(tmp_path):
+    """docs/cluster.md: a task whose local rank has no GPU (8 tasks on a node that shows 4) stops
+    at start-up in one line. Two GPUs visible, local rank 7 (a task shown one GPU takes it)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs: a task that sees one GPU takes it, whatever its local rank")
+    env = subprocess_env(CUDA_VISIBLE_DEVICES="0,1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="7")
+    proc = subprocess.run([sys.executable, "-m", "alia_train.cli.train", "+model=tiny", f"run.dir={tmp_path}/run"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("alia-train: error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "local rank 7 but only 2 GPU(s) visible" in errors[0]

@@ -84,6 +84,7 @@ class SlurmCluster:
     root: Path
     env: dict[str, str]
     daemons: dict[str, int] = field(default_factory=dict)  # name -> pid
+    kill_wait: int = KILL_WAIT  # the slurm.conf's KillWait, seconds
 
     def run(self, *cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         tool = _tool(cmd[0]) or cmd[0]

@@ -33,6 +33,13 @@ class WriteThenChecksum:
         (self.target / _CRC_SIDE_FILE.format(self.rank)).write_text(json.dumps(sums))
 
 
+def files_written_at(target: Path) -> float | None:
+    """Wall-clock time the last rank finished writing `target` (its checksum file is the last
+    thing it writes), or None before any has; read before collect_checksums removes them."""
+    times = [side.stat().st_mtime for side in target.glob(_CRC_SIDE_FILE.format("*"))]
+    return max(times, default=None)
+
+
 def collect_checksums(target: Path) -> dict[str, str]:
     """Every rank's checksums of `target`'s files (their side files removed)."""
     sums: dict[str, str] = {}

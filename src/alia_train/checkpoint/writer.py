@@ -23,6 +23,7 @@ from alia_train.checkpoint.async_write import (
     WriteThenChecksum,
     collect_checksums,
     execute_blocking,
+    files_written_at,
     prepare_results_queue,
 )
 from alia_train.checkpoint.state_dict import PORTABLE, ROUTINE, TrainingProgress, TrainingState, parallel_layout
@@ -63,7 +64,10 @@ class CheckpointWriter:
         async_save = state.cfg.checkpoint.async_save
         self.async_queue = AsyncCallsQueue() if async_save else None
         self.last_saved_step: int | None = None
-        self.last_save_seconds: float = 0.0  # time the training loop was blocked by the last save
+        # How long the last save took: the training's wait for a blocking one; for an async one,
+        # from its start until every rank's files were written (rank 0 learns it at publish):
+        # about what the blocking save on SIGTERM will take (KillWait warning, signals.py).
+        self.last_save_seconds: float = 0.0
         prepare_results_queue(async_save)
 
     def save(self, progress: TrainingProgress, *, blocking: bool = False, portable: bool = False) -> None:
@@ -75,6 +79,7 @@ class CheckpointWriter:
         unfinished checkpoint; published checkpoints are never touched by a failed save."""
         start = time.perf_counter()
         self.finalize_pending(blocking=True)  # one save in flight at a time
+        started_at = time.time()
         step = progress.step
         target = directory.partial_dir(self.run_dir, step)
         use_async = self.async_queue is not None and not blocking
@@ -82,7 +87,7 @@ class CheckpointWriter:
             try:
                 with _params_gathered(self.state.model):
                     request = self._start_save(progress, target, PORTABLE if portable else ROUTINE)
-                    request.add_finalize_fn(lambda: self._publish(step, target))
+                    request.add_finalize_fn(lambda: self._publish(step, target, started_at if use_async else None))
                     if use_async:
                         self.async_queue.schedule_async_request(request)  # copies the tensors
                     else:
@@ -94,7 +99,8 @@ class CheckpointWriter:
                 held.records.clear()  # the one line below says it all
                 raise explained from e
         self.last_saved_step = step
-        self.last_save_seconds = time.perf_counter() - start
+        if not use_async:  # an async one's is known when its files are all written (_publish)
+            self.last_save_seconds = time.perf_counter() - start
 
     def _start_save(self, progress: TrainingProgress, target: Path, sharding: str):
         if dist.get_rank() == 0:
@@ -114,11 +120,14 @@ class CheckpointWriter:
             return request
         return request._replace(async_fn=WriteThenChecksum(request.async_fn, target, dist.get_rank()))
 
-    def _publish(self, step: int, target: Path) -> None:
+    def _publish(self, step: int, target: Path, async_started_at: float | None) -> None:
         # Runs on every rank once all ranks' files are written.
         if before_publish_hook is not None:
             before_publish_hook(target)
         if dist.get_rank() == 0:
+            written_at = files_written_at(target)
+            if async_started_at is not None and written_at is not None:
+                self.last_save_seconds = written_at - async_started_at
             directory.publish(self.run_dir, step, {"layout": parallel_layout(), "layer_impl": self.state.layer_impl},
                            crc32=collect_checksums(target))
             directory.apply_retention(self.run_dir, self.keep)

@@ -4,6 +4,7 @@ in the portable form (for another parallel layout)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from alia_train.cli.config_dirs import add_config_dir_option
 from alia_train.cli.errors import report_error
 from alia_train.parallel.quiet import quiet_libraries
-from alia_train.exit_codes import EXIT_INTERRUPTED, EXIT_OK
+from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 
 DESCRIPTION = """Convert between alia-train checkpoints and Hugging Face LlamaForCausalLM directories.
 
@@ -35,6 +36,16 @@ See docs/huggingface.md.
 """
 
 _DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+# What each direction imports from the [hf] extra (transformers itself is for using the output).
+_HF_EXTRA = {"to-hf": ("safetensors", "tokenizers", "google.protobuf"), "from-hf": ("safetensors", "google.protobuf")}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A mistake in the command line in one line and exit 2, like every other alia-convert error
+    (argparse's own: a usage block, then `alia-convert to-hf: error: ...`)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_CONFIG, f"alia-convert: error: {message}; see `{self.prog} --help`\n")
 
 
 def _size(text: str) -> int:
@@ -46,8 +57,8 @@ def _size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alia-convert", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog="alia-convert", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf,portable}")
     sub.add_parser("portable", help="rewrite a run's newest checkpoint for another parallel layout").add_argument(
         "run_dir", metavar="RUN_DIR")
@@ -80,6 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "portable":
         return _portable(args.run_dir)
+    from alia_train.convert.errors import ConversionError
+    from alia_train.convert.staging import check_output_dir
+
+    try:  # said at once, before torch's import
+        _check_hf_extra(args.command)
+        check_output_dir(args.out_dir)
+    except ConversionError as e:
+        return report_error("alia-convert", str(e))
+    return _convert(args)
+
+
+def _check_hf_extra(command: str) -> None:
+    from alia_train.convert.errors import ConversionError
+
+    for module in _HF_EXTRA[command]:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConversionError(f"{module} cannot be imported ({e}): alia-convert {command} needs the [hf] extra; "
+                                  "pip install 'alia-train[hf]'") from None
+
+
+def _convert(args: argparse.Namespace) -> int:
     import torch
 
     from alia_train.config.load import ConfigError

@@ -18,11 +18,12 @@ import dataclasses
 import inspect
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from alia_train.cli.errors import report_error
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_LOCK_LOST, EXIT_OK
+from alia_train.parallel.run_lock import RunLockLostError
 from alia_train.progress import human
 
 
@@ -263,10 +264,12 @@ def _cmd_merge(a) -> int:
 
 
 @contextmanager
-def prefix_lock(prefix: str) -> Iterator[None]:
+def prefix_lock(prefix: str) -> Iterator[Callable[[], None]]:
     """PREFIX.lock, taken like a run directory's lock (parallel/run_lock.py: a live holder
     refuses, a dead one's lock is broken): the second of two runs writing one shard set is
-    refused in one line, instead of both succeeding and one set replacing the other."""
+    refused in one line, instead of both succeeding and one set replacing the other. Yields
+    tokenize's check before publishing; a lock taken over stops the run (data/lost_lock.py)."""
+    from alia_train.data.lost_lock import stop_at_once
     from alia_train.parallel.run_lock import RunLock, RunLockedError
 
     lock = RunLock(os.path.dirname(prefix), path=f"{prefix}.lock", subject=f"output prefix {prefix}")
@@ -274,16 +277,15 @@ def prefix_lock(prefix: str) -> Iterator[None]:
         lock.acquire()
     except RunLockedError as e:
         raise ValueError(str(e)) from None
-    lock.start_heartbeat(on_lost=_lost_lock)
+    lock.start_heartbeat(on_lost=lambda e: stop_at_once(prefix, f"alia-data: error: {lost_lock_line(e)}"))
     try:
-        yield
+        yield lambda: lock.heartbeat(force=True)
     finally:
-        lock.release()
+        lock.release()  # only if still ours: the new holder's lock is left alone
 
 
-def _lost_lock(e: Exception) -> None:
-    report_error("alia-data", str(e))
-    os._exit(EXIT_LOCK_LOST)  # from the heartbeat thread: stop before publishing over the other set
+def lost_lock_line(e: Exception) -> str:
+    return f"{e}; nothing more was published into it: run the same command again once the other has finished"
 
 
 def format_stats(stats: dict) -> str:
@@ -360,11 +362,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "merge":
             return _cmd_merge(args)
         return _cmd_mixture(args)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (scancel, a time limit) during a tokenize run
-        print("alia-data: interrupted; no partly written set was published", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (scancel, a time limit) during a tokenize run
+        print(f"alia-data: {_interrupted(e, args.command)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RunLockLostError as e:  # found just before publishing: nothing was
+        return report_error("alia-data", lost_lock_line(e), EXIT_LOCK_LOST)
     except (ValueError, OSError) as e:  # our errors derive from ValueError
         return report_error("alia-data", error_line(e), EXIT_CONFIG)
+
+
+def _interrupted(e: KeyboardInterrupt, command: str) -> str:
+    from alia_train.data.publish import InterruptedAfterPublishing
+
+    if command != "tokenize":
+        return "interrupted; nothing partly written was published"
+    if isinstance(e, InterruptedAfterPublishing):
+        return (f"interrupted while publishing: the set was completed first ({e.args[0]} vouches for it), "
+                "then stopped; run the same command again for anything left (it finds that set up to date)")
+    return ("interrupted; the set being written was not published: what was already there is untouched "
+            "(run the same command again to redo it)")
 
 
 def error_line(e: Exception) -> str:

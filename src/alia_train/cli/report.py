@@ -37,14 +37,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from alia_train.report import NoMetricsError, write_report
+    from alia_train.report import NoMetricsError, ReportWriteError, write_report
 
     try:
         paths = write_report(args.run_dir, args.out)
     except NoMetricsError as e:
         return report_error("alia-report", str(e), EXIT_CONFIG)
-    except OSError as e:  # e.g. an output directory we may not write
+    except ReportWriteError as e:  # e.g. an output directory under a file, read-only, full
         return report_error("alia-report", str(e), EXIT_FAILED)
+    except OSError as e:  # an input of the run directory it cannot read
+        where = f"{e.filename}: " if e.filename else f"{args.run_dir}: "
+        return report_error("alia-report", f"cannot read {where}{e.strerror or e}; is it a run directory "
+                            "alia-train wrote?", EXIT_CONFIG)
     if not args.quiet:
         print(f"alia-report: wrote {paths[-1]} and {len(paths) - 1} plots in {paths[-1].parent}")
     return EXIT_OK

@@ -281,6 +281,10 @@ def _all_keys(schema=Config, prefix: str = "") -> list[str]:
 
 def _absolutize_paths(cfg: Config) -> None:
     # Relative paths mean "relative to where the command was started", for every rank alike.
+    # An empty one would silently mean that directory itself (config/validate.py says the rest).
+    for key, value in (("run.dir", cfg.run.dir), ("data.cache_dir", cfg.data.cache_dir)):
+        if not str(value).strip():
+            raise ConfigError(f"{key}: is empty; give a path")
     cfg.run.dir = os.path.abspath(cfg.run.dir)
     cfg.data.cache_dir = os.path.abspath(cfg.data.cache_dir)
     if cfg.data.tokenizer:

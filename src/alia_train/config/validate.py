@@ -19,7 +19,7 @@ from alia_train.config.schema import ClusterConfig, Config, DecayStyle, Device, 
 
 def config_problems(cfg: Config, world_size: int, cuda: bool, te_available: bool) -> list[str]:
     """All problems of `cfg` for a job of `world_size` processes; empty when it is valid."""
-    p = model_name_problems(cfg) + range_problems(cfg) + choice_problems(cfg)
+    p = model_name_problems(cfg) + range_problems(cfg) + choice_problems(cfg) + empty_path_problems(cfg)
     if p:  # the divisibility checks below would only repeat these
         return p
     p += model_shape_problems(cfg)
@@ -36,6 +36,15 @@ def model_name_problems(cfg: Config) -> list[str]:
     if name not in available_models() and name != "custom":
         return [f"model.name: unknown model '{name}'; choose one of {', '.join(available_models())}"]
     return []
+
+
+def empty_path_problems(cfg: Config) -> list[str]:
+    """`run.dir=` (an empty value) would mean the working directory: checkpoints and caches
+    written among the user's files. Null is the way to say "none" where a key allows it."""
+    paths = {"run.dir": cfg.run.dir, "data.cache_dir": cfg.data.cache_dir, "data.tokenizer": cfg.data.tokenizer,
+             "checkpoint.load": cfg.checkpoint.load}
+    return [f"{key}: is empty; give a path{' (or null)' if key in ('data.tokenizer', 'checkpoint.load') else ''}"
+            for key, value in paths.items() if value is not None and not str(value).strip()]
 
 
 def range_problems(cfg: Config) -> list[str]:
@@ -83,16 +92,28 @@ def range_problems(cfg: Config) -> list[str]:
         "train.eval_interval": tr.eval_interval,
     }
     p += [f"{key}: must be >= 0, got {value}" for key, value in not_negative.items() if value < 0]
+    if not 0 <= tr.seed <= MAX_SEED:  # torch and numpy take 32-bit seeds; megatron adds rank offsets
+        p.append(f"train.seed: must be in 0..{MAX_SEED}, got {tr.seed}")
     return p + optimizer_value_problems(cfg) + cluster_value_problems(cfg)
 
 
 def cluster_value_problems(cfg: Config) -> list[str]:
-    """The machine's figures for alia-plan's checkpoint costs: null (unknown) or positive."""
+    """The machine's figures: sizes and speeds positive, the checkpoint-cost figures null (unknown) or positive."""
     cl = cfg.cluster
     figures = {"cluster.host_memory_gb": cl.host_memory_gb, "cluster.filesystem_write_gb_s": cl.filesystem_write_gb_s,
                "cluster.filesystem_read_gb_s": cl.filesystem_read_gb_s, "cluster.node_network_gb_s": cl.node_network_gb_s}
-    return [f"{key}: must be > 0 (or null: unknown), got {value}" for key, value in figures.items()
-            if value is not None and not value > 0]
+    p = [f"{key}: must be > 0 (or null: unknown), got {value}" for key, value in figures.items()
+         if value is not None and not value > 0]
+    # MFU and alia-plan's durations divide by these (a GPU run's first log line would be the error).
+    sizes = {"cluster.gpus_per_node": cl.gpus_per_node, "cluster.nodes": cl.nodes,
+             "cluster.gpu_memory_gb": cl.gpu_memory_gb, "cluster.peak_tflops": cl.peak_tflops}
+    p += [f"{key}: must be > 0, got {value}" for key, value in sizes.items() if not value > 0]
+    if not 0 < cl.assumed_mfu <= 1:
+        p.append(f"cluster.assumed_mfu: a fraction of the peak in (0, 1], e.g. 0.4, got {cl.assumed_mfu}")
+    return p
+
+
+MAX_SEED = 2**31 - 1
 
 
 def optimizer_value_problems(cfg: Config) -> list[str]:
@@ -103,6 +124,11 @@ def optimizer_value_problems(cfg: Config) -> list[str]:
         p.append(f"optim.adam_beta1/adam_beta2: must be in [0, 1), got {opt.adam_beta1}, {opt.adam_beta2}")
     if tr.eval_interval > 0 and tr.eval_iters <= 0:
         p.append(f"train.eval_iters: must be positive when train.eval_interval > 0, got {tr.eval_iters}")
+    if opt.decay_steps is not None and opt.decay_steps > 0 and opt.warmup_steps >= opt.decay_steps:
+        # Both set on purpose and contradicting: warmup is part of decay_steps (megatron would
+        # be handed a warmup longer than the schedule; training/optimizer.py would clamp it).
+        p.append(f"optim.warmup_steps: {opt.warmup_steps} is not below optim.decay_steps {opt.decay_steps} "
+                 "(the warmup is part of decay_steps); lower optim.warmup_steps or raise optim.decay_steps")
     return p + wsd_problems(cfg)
 
 

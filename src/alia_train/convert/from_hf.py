@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,8 +31,6 @@ from alia_train.checkpoint import directory
 from alia_train.config.load import load_config, to_yaml
 from alia_train.config.schema import Config, ModelConfig
 from alia_train.convert import mapping as mp
-from alia_train.convert.dist_reader import COMMON_STATE_KEY
-from alia_train.convert.dist_writer import Chunk, TensorSpec, object_key, write_dist_checkpoint
 from alia_train.convert.errors import ConversionError
 from alia_train.convert.hf_config import arch_of, check_llama_config, read_hf_config
 from alia_train.convert.safetensors_io import SafetensorsCheckpoint
@@ -39,6 +38,11 @@ from alia_train.convert.staging import check_output_dir, staged_output
 from alia_train.convert.tokenizer import load_proto
 from alia_train.data.tokenizer import file_sha256
 from alia_train.model.params import padded_vocab_size
+
+if TYPE_CHECKING:
+    from alia_train.convert.dist_writer import TensorSpec
+# dist_reader / dist_writer import torch.distributed.checkpoint (~1 s): only once the input is
+# checked, so that a refused import is said that much sooner.
 
 # Buffers some exporters include; they are recomputed, never loaded.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -70,6 +74,8 @@ def check_hf_tensors(st: SafetensorsCheckpoint, a: mp.Arch) -> None:
 
 def _layer_specs(st: SafetensorsCheckpoint, a: mp.Arch, dtype: torch.dtype) -> list[TensorSpec]:
     """The layer-stacked megatron tensors, one chunk per layer (two for fc1: gate, up)."""
+    from alia_train.convert.dist_writer import Chunk, TensorSpec
+
     L = a.num_layers
     shapes = a.megatron_layer_shapes()
     specs = {key: TensorSpec(key, (L, *shape), dtype) for key, shape in shapes.items()}
@@ -100,6 +106,8 @@ def _layer_specs(st: SafetensorsCheckpoint, a: mp.Arch, dtype: torch.dtype) -> l
 def _vocab_spec(
     key: str, name: str, st: SafetensorsCheckpoint, a: mp.Arch, padded: int, dtype: torch.dtype
 ) -> TensorSpec:
+    from alia_train.convert.dist_writer import Chunk, TensorSpec
+
     spec = TensorSpec(key, (padded, a.hidden_size), dtype)
     spec.chunks.append(Chunk((0, 0), (a.vocab_size, a.hidden_size), lambda: st.get(name)))
     if padded > a.vocab_size:  # padding rows: never used by the tokenizer
@@ -109,6 +117,8 @@ def _vocab_spec(
 
 
 def tensor_specs(st: SafetensorsCheckpoint, a: mp.Arch, padded_vocab: int, dtype: torch.dtype) -> list[TensorSpec]:
+    from alia_train.convert.dist_writer import Chunk, TensorSpec
+
     return [
         _vocab_spec(mp.EMBEDDING, mp.HF_EMBED, st, a, padded_vocab, dtype),
         *_layer_specs(st, a, dtype),
@@ -141,6 +151,8 @@ def common_state(cfg: Config, tokenizer_path: Path, tokenizer_sha: str, vocab: i
 
 
 def extra_state_objects(num_layers: int) -> dict[str, None]:
+    from alia_train.convert.dist_writer import object_key
+
     return {
         object_key(f"{module}._extra_state", (layer,), (num_layers,)): None
         for module in mp.EXTRA_STATE_MODULES
@@ -185,6 +197,9 @@ def import_from_hf(
     out_dtype = _checkpoint_dtype(st, dtype)
     padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, cfg.parallel.tp)
     log(f"importing {hf_dir} ({a.num_layers} layers, vocab {vocab} padded to {padded}) into {final} as {out_dtype}")
+
+    from alia_train.convert.dist_reader import COMMON_STATE_KEY
+    from alia_train.convert.dist_writer import write_dist_checkpoint
 
     with staged_output(final) as stage:
         shutil.copyfile(tok_src, stage / "tokenizer.model")

@@ -12,17 +12,22 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from alia_train.checkpoint import directory
 from alia_train.convert import mapping as mp
-from alia_train.convert.dist_reader import DistCheckpointReader
 from alia_train.convert.errors import ConversionError
 from alia_train.convert.hf_config import arch_of, generation_config, llama_config, model_config_from_yaml, write_json
 from alia_train.convert.safetensors_io import Entry, ShardWriter, plan_shards, shard_names, write_index
 from alia_train.convert.staging import check_output_dir, staged_output
 from alia_train.convert.tokenizer import check_tokenizer_file, write_hf_tokenizer
+
+if TYPE_CHECKING:
+    from alia_train.convert.dist_reader import DistCheckpointReader
+# dist_reader imports torch.distributed.checkpoint (~1 s): only once the checkpoint's files are
+# verified, so that a damaged one is refused that much sooner.
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
 
@@ -141,6 +146,8 @@ def export_to_hf(
 ) -> ExportResult:
     final = check_output_dir(out_dir)  # fail before reading anything
     ckpt = resolve_checkpoint(source, log)
+    from alia_train.convert.dist_reader import DistCheckpointReader
+
     reader = DistCheckpointReader(ckpt)
     common = reader.common_state()
     for key in ("config_yaml", "model_config", "tokenizer"):

@@ -94,15 +94,15 @@ def _cleaning(hold: Callable[[str], AbstractContextManager] | None, log) -> Call
     writer is alive: every temporary file of the prefix is stale."""
 
     @contextmanager
-    def held(prefix: str) -> Iterator[None]:
-        with hold(prefix) if hold is not None else nullcontext():
+    def held(prefix: str) -> Iterator[object]:
+        with hold(prefix) if hold is not None else nullcontext() as still_ours:
             stale = glob.glob(glob.escape(prefix) + "[._]*.tmp-*")
             for path in stale:
                 with suppress(FileNotFoundError):
                     os.unlink(path)
             if stale:
                 log(f"removed {len(stale)} temporary file(s) of {prefix} left by an earlier run")
-            yield
+            yield still_ours  # tokenize's check before publishing
 
     return held
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from alia_train.config.schema import Config, DataSource
-from alia_train.data.checks import check_source, check_sources
+from alia_train.data.checks import DataSourceError, check_source, check_sources
 from alia_train.data.indexed import resolve_path
 from alia_train.data.manifest import content_identity
 from alia_train.data.mixture import MixturePlan, plan_mixture, source_tokens
@@ -49,11 +49,18 @@ class LanguageDataset(torch.utils.data.Dataset):
 
     Items: tokens, labels (int64 [seq]), loss_mask (float32 [seq]), position_ids (int64 [seq])
     and lang_id (int64 scalar, an index into DataBundle.languages).
+
+    Every item's token ids are checked against the vocabulary (a max and a min over one
+    sequence: microseconds, against a step's milliseconds): the start-up samples only a few
+    blocks of each shard (data/checks.py), and an id beyond the embedding would otherwise stop
+    the run in torch's embedding (a traceback on CPU, a device-side assert on a GPU).
     """
 
-    def __init__(self, blended: Blend, lang_of_dataset: list[int]) -> None:
+    def __init__(self, blended: Blend, lang_of_dataset: list[int], paths: list[str], tokenizer) -> None:
         self.blended = blended
         self.lang_of_dataset = np.asarray(lang_of_dataset, dtype=np.int64)
+        self.paths = paths
+        self.tokenizer = tokenizer
 
     def __len__(self) -> int:
         return len(self.blended)
@@ -61,8 +68,21 @@ class LanguageDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         item = self.blended[int(idx)]
         dataset_id = int(item.pop("dataset_id"))
+        self._check_ids(item, dataset_id, int(idx))
         item["lang_id"] = torch.tensor(self.lang_of_dataset[dataset_id], dtype=torch.int64)
         return item
+
+    def _check_ids(self, item: dict, dataset_id: int, idx: int) -> None:
+        vocab = self.tokenizer.vocab_size
+        for key in ("tokens", "labels"):
+            ids = np.asarray(item[key])
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+                bad = ids[(ids < 0) | (ids >= vocab)][0]
+                raise DataSourceError(
+                    f"{self.paths[dataset_id]}.bin: token id {bad} in sample {idx} is outside the {vocab} pieces "
+                    f"of data.tokenizer {self.tokenizer.path}: the shard was changed after it was published, or "
+                    "holds another tokenizer's ids; run `alia-data verify` on it, re-tokenize it with "
+                    "`alia-data tokenize --force`, or remove it from data.sources")
 
     def lang_ids(self) -> np.ndarray:
         """The language of every sample, in sample order, without reading any tokens."""
@@ -218,7 +238,8 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
     lang_index = {lang: i for i, lang in enumerate(languages)}
     train_blend = _blend(cfg, tokenizer, [p.path for p in blend_plan], [p.weight for p in blend_plan],
                          0, carve, train_samples)
-    train = LanguageDataset(train_blend, [lang_index[p.lang] for p in blend_plan])
+    train = LanguageDataset(train_blend, [lang_index[p.lang] for p in blend_plan], [p.path for p in blend_plan],
+                            tokenizer)
 
     valid: dict[str, torch.utils.data.Dataset] = {}
     if valid_samples > 0 and (not carve or matrix[1] is not None):
@@ -231,6 +252,6 @@ def build_datasets(cfg: Config, tokenizer, *, train_samples: int, valid_samples:
             # Within a language, sources are blended in proportion to their tokens.
             vds = _blend(cfg, tokenizer, [p.path for p in members], [float(p.tokens) for p in members],
                          1, carve, valid_samples)
-            valid[lang] = LanguageDataset(vds, [lang_index[lang]] * len(members))
+            valid[lang] = LanguageDataset(vds, [lang_index[lang]] * len(members), [p.path for p in members], tokenizer)
 
     return DataBundle(train, valid, languages, plan.shares(), plan, sources)

@@ -37,13 +37,28 @@ def stage_text(final: str, text: str) -> StagedFile:
     return StagedFile(tmp, final)
 
 
+class InterruptedAfterPublishing(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived while a set was being published: the set was completed (its
+    manifest, args[0], vouches for it), then the interrupt was acted on."""
+
+
 def publish_set(files: list[StagedFile], manifest: StagedFile) -> list[str]:
     """Rename `files` into place, then `manifest`; return the stale files removed.
 
     Ctrl-C and SIGTERM wait until the set is complete (a few renames): only SIGKILL or a
-    crash can stop it half-way, and then the marker says so."""
-    with _signals_held():
-        return _publish(files, manifest)
+    crash can stop it half-way, and then the marker says so. An interrupt held until then is
+    raised as InterruptedAfterPublishing, so that the message can say the set is complete."""
+    removed = None
+    try:
+        with _signals_held():
+            removed = _publish(files, manifest)
+    except KeyboardInterrupt as e:
+        if removed is None and isinstance(e.__context__, OSError):
+            raise e.__context__ from None  # the publish failed (the marker stays): that is the news
+        if removed is None:
+            raise
+        raise InterruptedAfterPublishing(manifest.final) from e
+    return removed
 
 
 @contextmanager

@@ -43,6 +43,7 @@ from alia_train.data.tokenize_request import (
     check_output_prefix,
     check_request,
     fingerprint,
+    request_differences,
     same_request,
 )
 from alia_train.data.tokenizer import Tokenizer
@@ -95,7 +96,7 @@ def finished_stats(prefix: str, fingerprint: dict | None = None, deep: bool = Fa
     return stats
 
 
-def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
+def _previous_run(prefix: str, fingerprint: dict, log, still_ours: Callable[[], None] | None) -> dict | None:
     """The verified stats of the same finished run (nothing to do), or None (do the run).
 
     Raises when a finished run of another request is there: --force is needed."""
@@ -108,13 +109,16 @@ def _previous_run(prefix: str, fingerprint: dict, log) -> dict | None:
         return None
     if not same_request(previous.get("fingerprint"), fingerprint):
         raise OtherRequestError(
-            f"{path} holds a finished run with other inputs, tokenizer or options; "
+            f"{path} holds a finished run with other inputs, tokenizer or options "
+            f"({request_differences(previous.get('fingerprint'), fingerprint)}); "
             "use another --output-prefix, or --force to overwrite it"
         )
     problem = manifest_problem(path, previous, deep=True)
     if problem is not None:
         log(f"not up to date ({problem}); redoing the run")
         return None
+    if still_ours is not None:
+        still_ours()  # the hash may have taken long: write the times only while the prefix is ours
     record_times(path, previous)  # the same content under new times (copied, touched): trusted again
     log(f"up to date: {path} (same inputs, tokenizer and options; files match its manifest; "
         "--force redoes it)")
@@ -235,23 +239,27 @@ def tokenize(opts: TokenizeOptions, log=print, hold: Callable[[str], AbstractCon
     """Run (or skip, when already finished) a tokenize job; return its stats.
 
     `hold(prefix)` keeps other writers off the prefix from the "up to date" check to the publish
-    (alia-data's PREFIX.lock): two runs into one prefix would each publish over the other.
+    (alia-data's PREFIX.lock): two runs into one prefix would each publish over the other. What
+    it yields, if callable, is called just before anything is published, and raises if the
+    prefix is no longer ours (its lock was taken over): nothing is published then.
     `progress` replaces the run's own progress line (a task of many sets shows one for all)."""
     req = check_request(opts)
     prefix = os.path.abspath(opts.output_prefix)
     fp = fingerprint(req.inputs, req.tokenizer, opts)
     check_output_prefix(opts.output_prefix, prefix)
-    with hold(prefix) if hold is not None else nullcontext():
+    with hold(prefix) if hold is not None else nullcontext() as held:
+        still_ours = held if callable(held) else None
         if not opts.force:
-            previous = _previous_run(prefix, fp, log)
+            previous = _previous_run(prefix, fp, log, still_ours)
             if previous is not None:
                 return previous
         if progress is None:
             progress = ByteProgress("tokenize", sum(i.size for i in req.inputs), enabled=opts.progress)
-        return _run(opts, req, prefix, fp, progress)
+        return _run(opts, req, prefix, fp, progress, still_ours)
 
 
-def _run(opts: TokenizeOptions, req: Request, prefix: str, fp: dict, progress: Progress) -> dict:
+def _run(opts: TokenizeOptions, req: Request, prefix: str, fp: dict, progress: Progress,
+         still_ours: Callable[[], None] | None = None) -> dict:
     remove_stale_tmps(prefix)
     tok = req.tokenizer
     dtype = token_dtype(tok.vocab_size)
@@ -277,6 +285,8 @@ def _run(opts: TokenizeOptions, req: Request, prefix: str, fp: dict, progress: P
         staged.append(stage_text(data_config_path(prefix), _data_config_yaml(tok, outputs)))
         manifest = stage_text(stats_path(prefix), json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
         staged.append(manifest)
+        if still_ours is not None:
+            still_ours()  # the lock may have been taken over while encoding: then publish nothing
         publishing = True
         publish_set(staged[:-1], manifest)  # the manifest last: the commit point
     except OSError as e:

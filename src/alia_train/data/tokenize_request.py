@@ -153,3 +153,33 @@ def same_request(a: object, b: dict) -> bool:
     if not isinstance(a, dict):
         return False
     return {k: v for k, v in a.items() if k != "version"} == {k: v for k, v in b.items() if k != "version"}
+
+
+def request_differences(old: object, new: dict, shown: int = 3) -> str:
+    """What differs between the request a finished set answers (`old`, its fingerprint) and
+    `new`, in words: each changed, added or dropped input by its path, another tokenizer, each
+    other option. At most `shown` items, then how many more."""
+    if not isinstance(old, dict):
+        return "the set records no request"
+    found = []
+    before = {i.get("path"): i for i in old.get("inputs") or [] if isinstance(i, dict)}
+    now = {i["path"]: i for i in new["inputs"]}
+    for path, i in now.items():
+        o = before.get(path)
+        if o is None:
+            found.append(f"input {path} is new")
+        elif o.get("size") != i["size"]:
+            found.append(f"input {path} changed size since the set was made ({o.get('size')} -> {i['size']} bytes)")
+        elif o.get("mtime_ns") != i["mtime_ns"]:
+            found.append(f"input {path} was modified since the set was made (same size)")
+    found += [f"input {path} is no longer given" for path in before if path not in now]
+    if not found and list(before) != list(now):
+        found.append("the same inputs in another order")
+    if old.get("tokenizer_sha256") != new["tokenizer_sha256"]:
+        found.append(f"another tokenizer (sha256 {str(old.get('tokenizer_sha256'))[:12]} -> "
+                     f"{new['tokenizer_sha256'][:12]})")
+    for key in sorted((set(old) | set(new)) - {"version", "inputs", "tokenizer_sha256"}):
+        if old.get(key) != new.get(key):
+            found.append(f"--{key.replace('_', '-')} {old.get(key)!r} -> {new.get(key)!r}")
+    more = f", and {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more if found else "the recorded request differs"

@@ -22,19 +22,12 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 
 from alia_train.config.schema import LayerImpl
+from alia_train.model.te_available import transformer_engine_available
 from alia_train.model.attention import SDPAttention
 from alia_train.model.norm import RMSNorm
 
 LOCAL = LayerImpl.local.value
 TE = LayerImpl.te.value
-
-
-def transformer_engine_available() -> bool:
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def resolve_layer_impl(layer_impl: str, cuda: bool) -> str:

@@ -8,7 +8,7 @@ resolved), `run` reads the rest of the run dir, `series` turns records into what
 `summary` writes report.md, and `build` ties them together.
 """
 
-from alia_train.report.build import NoMetricsError, write_report
+from alia_train.report.build import NoMetricsError, ReportWriteError, write_report
 from alia_train.report.run import RunData, load_run
 
-__all__ = ["NoMetricsError", "RunData", "load_run", "write_report"]
+__all__ = ["NoMetricsError", "ReportWriteError", "RunData", "load_run", "write_report"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from alia_train.fs import write_text_atomic
@@ -19,6 +20,19 @@ class NoMetricsError(FileNotFoundError):
     """The run directory has no metrics.jsonl, or no complete record in it yet."""
 
 
+class ReportWriteError(Exception):
+    """An output could not be written (the message names it and the output directory)."""
+
+
+def _write_problem(out: Path, e: OSError) -> str:
+    if out.exists() and not out.is_dir():
+        return f"cannot write the report to {out}: it is a file, not a directory; choose another --out DIR"
+    where = f"{e.filename}: " if e.filename else ""
+    fix = ("free some space or choose another --out DIR" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose another --out DIR")
+    return f"cannot write the report to {out} ({where}{e.strerror or e}); {fix} (report.md was not written)"
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write the plots (one more per benchmark in RUN_DIR/evals.jsonl) and report.md into out_dir
     (default RUN_DIR/report); returns the paths, report.md last."""
@@ -32,7 +46,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> list
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     data = plot_data(run)
     evals = read_evals(run_dir / EVALS_FILE)  # alia-eval's scores, when there are any
-    pngs = render(data, out, curves(evals.rows))
     md = out / REPORT_MD
-    write_text_atomic(md, render_markdown(run, data, [p.name for p in pngs], evals))
+    try:
+        pngs = render(data, out, curves(evals.rows))
+        write_text_atomic(md, render_markdown(run, data, [p.name for p in pngs], evals))
+    except OSError as e:  # report.md last: it never links plots that were not written
+        raise ReportWriteError(_write_problem(out, e)) from None
     return pngs + [md]

@@ -68,7 +68,7 @@ def check_launch(cfg: Config, rt, tokenizer=None):
     data.tokenizer, and the checks that concern data.tokenizer (vocabulary, data sources) are
     not made."""
     from alia_train.config.validate import config_problems
-    from alia_train.model.build import transformer_engine_available
+    from alia_train.model.te_available import transformer_engine_available
 
     launch, gpu = rt.launch, rt.gpu_visible
     problems = config_problems(cfg, launch.world_size, gpu, transformer_engine_available() if gpu else False)

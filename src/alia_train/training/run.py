@@ -25,7 +25,7 @@ from alia_train.config.schema import Config
 from alia_train.parallel.launch_env import LaunchEnv
 from alia_train.training.errors import RunError
 from alia_train.training.launch_checks import check_launch
-from alia_train.training.startup import start_runtime
+from alia_train.training.startup import import_megatron, resolve_runtime
 
 if TYPE_CHECKING:  # imported at run time only after the start-up has imported megatron-core
     from alia_train.training.trainer import Trainer
@@ -46,6 +46,7 @@ def train(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) ->
     """Start (or resume) the run and train it; the exit code (alia_train.exit_codes). Raises
     RunError when the launch is refused or the run cannot go on."""
     from alia_train.checkpoint.write_errors import CheckpointWriteError
+    from alia_train.data.checks import DataSourceError
 
     with open_run(cfg, launch, options) as trainer:
         from alia_train.training.tracking import make_trackers
@@ -55,17 +56,23 @@ def train(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) ->
             return trainer.train(trackers)
         except CheckpointWriteError as e:  # disk full etc.: one line, earlier checkpoints intact
             raise RunError(str(e)) from e
+        except DataSourceError as e:  # a shard found bad while reading it (data/datasets.py)
+            raise RunError(str(e)) from e
 
 
 @contextmanager
 def open_run(cfg: Config, launch: LaunchEnv, options: RunOptions = RunOptions()) -> Iterator[Trainer]:
     """A Trainer ready to train, on an accepted launch that holds the run directory's lock."""
-    rt = start_runtime(cfg, launch)
+    try:
+        rt = resolve_runtime(cfg, launch)
+    except ValueError as e:  # a local rank without its GPU (parallel/launch_env.py): this rank's own
+        raise RunError(str(e)) from e
     try:
         tokenizer = check_launch(cfg, rt, options.tokenizer)
     except RunError as e:
         e.every_rank = True  # each rank checks the same launch: rank 0 says it
         raise
+    import_megatron(rt)  # after the checks: a refused launch is said without its ~2 s import
     from alia_train.parallel.runtime import start_process_groups
     from alia_train.training.relayout import build_trainer
 
@@ -115,9 +122,19 @@ def _announce(cfg: Config, launch: LaunchEnv, rt) -> None:
           f"({launch.source}), tp={par.tp} pp={par.pp} {f'cp={par.cp} ' if par.cp > 1 else ''}"
           f"dp={rt.derived.dp}, "
           f"{rt.device.type} {str(rt.dtype).removeprefix('torch.')}", flush=True)
-    note = accelerator_note(rt.cuda)
-    if note:
-        print(f"[alia-train] {note}", flush=True)
+    for note in (accelerator_note(rt.cuda), warmup_note(cfg)):
+        if note:
+            print(f"[alia-train] {note}", flush=True)
+
+
+def warmup_note(cfg: Config) -> str | None:
+    """Said when a short run (optim.decay_steps null: train.steps) cannot hold the warmup: it is
+    shortened (training/optimizer.py), which a quick `train.steps=20` try should not refuse."""
+    opt, steps = cfg.optim, cfg.train.steps
+    if opt.decay_steps is None and steps > 1 and opt.warmup_steps >= steps:
+        return (f"note: optim.warmup_steps {opt.warmup_steps} >= train.steps {steps}: warming up over "
+                f"{steps - 1} steps (set optim.warmup_steps or optim.decay_steps to choose)")
+    return None
 
 
 def accelerator_note(cuda: bool) -> str | None:

@@ -2,10 +2,11 @@
 
     prepare_process()                  # first, before anything slow (alia-train's main)
     rt = start_runtime(cfg, launch)    # device, dtype and derived sizes, resolved once
+                                       # (= resolve_runtime, then import_megatron)
     with process_groups(cfg, launch) as rt:   # a piece of a run, for tests and benchmarks
 
-`training/run.py` calls the first two before it checks the launch and starts the process
-groups, so the CLI, the benchmarks and the test workers, which all come through `open_run` /
+`training/run.py` calls the first two (the second in its two halves, with the launch checks
+between them) before it starts the process groups, so the CLI, the benchmarks and the test workers, which all come through `open_run` /
 `train` (or `process_groups` for a piece of a run), start the same way; none of them repeats
 a step (tests/test_code_structure.py checks).
 """
@@ -35,18 +36,29 @@ def prepare_process() -> None:
 def start_runtime(cfg: Config, launch: LaunchEnv):
     """The resolved Runtime (parallel/runtime.py) of this process, with megatron-core imported
     the way that suits the device (on CPU ~3 s faster: parallel/cpu_compat.py)."""
-    prepare_process()
-    from alia_train.parallel.runtime import resolve_runtime
-
     rt = resolve_runtime(cfg, launch)
+    import_megatron(rt)
+    return rt
+
+
+def resolve_runtime(cfg: Config, launch: LaunchEnv):
+    """The resolved Runtime, before megatron-core is imported: what a launch is checked against
+    (training/run.py checks it here, so that a refusal comes ~2 s sooner)."""
+    prepare_process()
+    from alia_train.parallel.runtime import resolve_runtime as resolve
+
+    rt = resolve(cfg, launch)
     if not rt.cuda:
         from alia_train.parallel.quiet import quiet_cpu_run
 
         quiet_cpu_run()
-    from alia_train.parallel.cpu_compat import import_megatron
-
-    import_megatron(cuda=rt.cuda)
     return rt
+
+
+def import_megatron(rt) -> None:
+    from alia_train.parallel.cpu_compat import import_megatron as import_for_device
+
+    import_for_device(cuda=rt.cuda)
 
 
 @contextmanager
