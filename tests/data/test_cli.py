@@ -131,15 +131,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad, tokenizer_path, ar
 
 
 def test_a_mixture_with_bad_numbers_is_refused(tmp_path, corpus_dir, tokenizer_path, capsys):
+    from conftest import cli, subprocess_env
+
     prefix = tmp_path / "c"
     assert main(["tokenize", "--input", str(corpus_dir / "eu.jsonl"), "--tokenizer", str(tokenizer_path),
                  "--output-prefix", str(prefix), "--workers", "0", "--no-progress"]) == 0
     capsys.readouterr()
     for extra, needle in ((["--tokens", "-5"], "must be positive"), (["multipliers.eu=abc"], "Float"),
                           (["nokey=1"], "not in 'DataConfig'")):
-        assert main(["mixture", f"{prefix}.stats.json", *extra]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and needle in err, err
+        proc = subprocess.run([cli("alia-data"), "mixture", f"{prefix}.stats.json", *extra], env=subprocess_env(),
+                              capture_output=True, text=True, timeout=120)
+        err = proc.stderr
+        assert proc.returncode == 2 and err.count("\n") == 1 and err.startswith("alia-data: error: "), err
+        assert needle in err, err
 
 
 def test_tokenize_never_loads_torch_or_megatron(tmp_path, corpus_dir, tokenizer_path):

@@ -228,11 +228,16 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv, needle", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
-def test_bad_requests_are_one_line_exit_2_and_write_nothing(bad, tmp_path, capsys, argv, needle):
+def test_bad_requests_are_one_line_exit_2_and_write_nothing(bad, tmp_path, argv, needle):
+    """From outside: the console script in a subprocess (a glob given quoted, as alia-data expands it)."""
+    from conftest import cli, subprocess_env
+
     out = tmp_path / "out"
     args = ["tokenize", *argv.format(d=bad, o=out).split(), "--tokenizer", TOK, "--workers", "0", "--no-progress"]
-    assert _exit_code(args) == 2
-    _one_line_error(capsys, needle)
+    proc = subprocess.run([cli("alia-data"), *args], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
+    assert err.count("\n") == 1 and err.startswith("alia-data: error: ") and needle in err, err
     assert not (out / "plan.json").exists() and not list(tmp_path.rglob("*.bin"))
 
 

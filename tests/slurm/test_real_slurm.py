@@ -108,7 +108,9 @@ def time_limit_job(slurm_cluster, tmp_path_factory):
     default action is to do nothing: the time limit comes without a prior USR1."""
     tmp = tmp_path_factory.mktemp("timelimit")
     run = tmp / "run"
-    job = _submit(slurm_cluster, tmp, _overrides(run, tmp / "cache", 100000, 20), "--time=1", "--signal=B:URG@1")
+    # No periodic checkpoints (interval 0): the warning may come 30 s in, and the one checkpoint
+    # must be the one it asked for.
+    job = _submit(slurm_cluster, tmp, _overrides(run, tmp / "cache", 100000, 0), "--time=1", "--signal=B:URG@1")
     return job, tmp, run
 
 
@@ -132,7 +134,9 @@ def too_short_job(slurm_cluster, tmp_path_factory):
     training. Two tasks: the batch shell's USR1 reaches both through the real srun."""
     tmp = tmp_path_factory.mktemp("tooshort")
     run = tmp / "run"
-    job = _submit(slurm_cluster, tmp, _overrides(run, tmp / "cache", 100000, 20), "--time=1",
+    # No periodic checkpoints (interval 0): the warning may come 30 s in, and the one checkpoint
+    # must be the one it asked for.
+    job = _submit(slurm_cluster, tmp, _overrides(run, tmp / "cache", 100000, 0), "--time=1",
                   "--ntasks-per-node=2")
     return job, tmp, run
 
