@@ -162,3 +162,18 @@ def test_heartbeat_thread_beats_and_reports_a_lost_lock(tmp_path):
         time.sleep(0.02)
     assert lost and isinstance(lost[0], RunLockLostError)
     lock.release()
+
+
+def test_a_lock_lost_to_a_holder_still_writing_it_names_that_holder(tmp_path):
+    """A takeover creates the lock file, then writes who it is: a heartbeat in between must not
+    report the new holder as 'pid -1 on host ?'."""
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()
+    path = tmp_path / "run" / LOCK_NAME
+    path.write_text("")  # the new holder's file, not yet written
+    writer = threading.Timer(0.03, lambda: _write_lock(tmp_path / "run", host="other-node", pid=4242, token="new"))
+    writer.start()
+    with pytest.raises(RunLockLostError) as e:
+        lock.heartbeat(force=True)
+    writer.join()
+    assert "pid 4242 on host other-node" in str(e.value)

@@ -188,6 +188,11 @@ class RunLock:
         if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_S:
             return
         h = self.holder()
+        for _ in range(20):  # a new holder between creating its lock and writing it: wait up to 2 s
+            if h is None or h.pid != -1:
+                break
+            time.sleep(0.1)
+            h = self.holder()
         if h is None or h.token != self.token:
             other = f"now held by {h.describe()}" if h else "the lock file is gone"
             raise RunLockLostError(
