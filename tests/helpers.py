@@ -93,3 +93,20 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes: to check that nothing was lost or changed."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def group_is_gone(pgid: int, timeout: float = 20) -> bool:
+    """No process of the group is left (helpers, data workers) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

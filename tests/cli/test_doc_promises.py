@@ -35,7 +35,7 @@ import pytest
 from alia_train.data.sample_corpus import sample_corpus_dir, sample_tokenizer_path
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED
 from conftest import cli, subprocess_env
-from helpers import train_losses, wait_for_step
+from helpers import files_of, group_is_gone, train_losses, wait_for_step
 
 HERE = Path(__file__).resolve().parent
 INTERRUPT_CONVERT = str(HERE / "interrupt_convert.py")
@@ -66,22 +66,6 @@ def _one_error_line(proc: subprocess.CompletedProcess, prog: str) -> str:
     errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-4000:]
     return errors[0]
-
-
-def _files(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def _group_is_gone(pgid: int, timeout: float = 20) -> bool:
-    """No process of the group is left (helpers, data workers) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +125,7 @@ def test_ctrl_c_stops_alia_train_at_once_and_the_rerun_resumes_exactly(ctrl_c_tr
     run_dir = ctrl_c_train["run_dir"]
     assert ctrl_c_train["code"] != 0 and ctrl_c_train["seconds"] < 30, ctrl_c_train
     assert "training finished" not in ctrl_c_train["stdout"]
-    assert _group_is_gone(ctrl_c_train["pgid"]), "a process of the interrupted run is still alive"
+    assert group_is_gone(ctrl_c_train["pgid"]), "a process of the interrupted run is still alive"
     kept = directory.complete_checkpoints(run_dir)
     assert len(kept) >= 2 and all(directory.verify(p, deep=(0, 1)) is None for p in kept), kept
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == kept[0].name
@@ -178,7 +162,7 @@ def test_every_sample_order_setting_changed_on_resume_is_refused(base, cache, tm
     config.yaml and metrics.jsonl untouched. Each change is to real, valid shards, so nothing
     but the resume rule can refuse it."""
     run_dir = _copy_run(base, tmp_path / "run")
-    before = _files(run_dir / "checkpoints"), (run_dir / "config.yaml").read_bytes(), \
+    before = files_of(run_dir / "checkpoints"), (run_dir / "config.yaml").read_bytes(), \
         (run_dir / "metrics.jsonl").read_bytes()
     sample = _sample_prefix(cache)
     changes = {
@@ -196,7 +180,7 @@ def test_every_sample_order_setting_changed_on_resume_is_refused(base, cache, tm
         for needle in needles:
             assert needle in line, (needle, line)
     assert f"checkpoint.load={run_dir} checkpoint.reset_data=true" in line, line
-    assert (_files(run_dir / "checkpoints"), (run_dir / "config.yaml").read_bytes(),
+    assert (files_of(run_dir / "checkpoints"), (run_dir / "config.yaml").read_bytes(),
             (run_dir / "metrics.jsonl").read_bytes()) == before
 
 
@@ -210,27 +194,27 @@ def test_another_tokenizer_on_resume_is_refused(base, cache, tmp_path):
                     "--vocab-size", "4096", "--reserved-tokens", "90", "--threads", "1"], timeout=120)
     assert trained.returncode == 0, trained.stderr
     run_dir = _copy_run(base, tmp_path / "run")
-    before = _files(run_dir / "checkpoints")
+    before = files_of(run_dir / "checkpoints")
     proc = _run(_train_cmd(run_dir, cache, f"data.tokenizer={other}", steps=STEPS + 2))
     assert proc.returncode == EXIT_CONFIG, proc.stdout[-2000:] + proc.stderr[-3000:]
     line = _one_error_line(proc, "alia-train")
     assert "data.tokenizer: checkpoint was trained with" in line and str(sample_tokenizer_path()) in line, line
     assert f"this run uses {other}" in line and "set data.tokenizer to the checkpoint's tokenizer" in line, line
-    assert _files(run_dir / "checkpoints") == before
+    assert files_of(run_dir / "checkpoints") == before
 
 
 def test_another_runs_checkpoint_on_another_mixture_needs_reset_data(base, cache, tmp_path):
     """docs/configuration.md, Annealing: from another run's checkpoint "on another mixture add
     checkpoint.reset_data=true (...; without it the launch is refused, naming that key)"."""
     checkpoint = base / "checkpoints" / "step_00000004"
-    before = _files(base)
+    before = files_of(base)
     run_dir = tmp_path / "stage"
     proc = _run(_train_cmd(run_dir, cache, f"checkpoint.load={checkpoint}", "data.multipliers.eu=3",
                            steps=STEPS + 2))
     assert proc.returncode == EXIT_CONFIG, proc.stdout[-2000:] + proc.stderr[-3000:]
     line = _one_error_line(proc, "alia-train")
     assert "data.multipliers was {" in line and "add checkpoint.reset_data=true" in line, line
-    assert not list(run_dir.glob("checkpoints/step_*")) and _files(base) == before
+    assert not list(run_dir.glob("checkpoints/step_*")) and files_of(base) == before
 
 
 def test_a_new_micro_batch_size_on_resume_reads_on_from_the_consumed_samples(base, cache, tmp_path):
@@ -274,7 +258,7 @@ def exported(tmp_path_factory, base) -> dict:
     root = tmp_path_factory.mktemp("exported")
     run_dir = _copy_run(base, root / "run")
     _damage(run_dir / "checkpoints" / f"step_{STEPS:08d}")
-    before = _files(run_dir)
+    before = files_of(run_dir)
     proc = _run([cli("alia-convert"), "to-hf", run_dir, root / "hf", "--dtype", "fp32"])
     return {"proc": proc, "run_dir": run_dir, "out": root / "hf", "before": before}
 
@@ -297,7 +281,7 @@ def test_to_hf_of_a_run_dir_skips_a_damaged_newest_checkpoint_with_a_warning(exp
     assert len(warnings) == 1 and f"skipping damaged checkpoint {damaged}:" in warnings[0], proc.stdout
     assert "corrupted (CRC-32" in warnings[0], warnings
     assert f"exporting {run_dir / 'checkpoints' / 'step_00000004'} (step 4," in proc.stdout
-    assert _files(run_dir) == exported["before"], "the export changed the run dir"
+    assert files_of(run_dir) == exported["before"], "the export changed the run dir"
     with safe_open(str(next(out.glob("model-*.safetensors"))), "pt") as f:
         embedding = f.get_tensor(HF_EMBED)
     checkpoints = {step: DistCheckpointReader(run_dir / "checkpoints" / f"step_{step:08d}").read_rows(EMBEDDING, 4096)
@@ -464,7 +448,7 @@ def test_ctrl_c_while_tokenizing_exits_130_and_keeps_the_previous_set(tmp_path):
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert err.startswith("alia-data: interrupted; the set being written was not published: what was already "
                           "there is untouched"), err
-    assert _group_is_gone(proc.pid), "an encoding worker outlived its parent"
+    assert group_is_gone(proc.pid), "an encoding worker outlived its parent"
     assert _set_files(prefix) == published and not lock.exists()
     assert not list(tmp_path.glob("*.tmp-*")), list(tmp_path.iterdir())
     again = _run(_tokenize([old], prefix))

@@ -32,6 +32,7 @@ from report.synthetic import make_run, records
 from alia_train.data.sample_corpus import sample_tokenizer_path
 from alia_train.exit_codes import EXIT_CONFIG, EXIT_DOES_NOT_FIT, EXIT_FAILED, EXIT_LOCK_LOST, EXIT_OK
 from conftest import cli, subprocess_env
+from helpers import files_of, group_is_gone
 
 
 def _run(cmd: list, timeout: int = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -45,21 +46,6 @@ def _one_error_line(proc, prog: str) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and "Traceback" not in stderr, stderr[-4000:]
     return lines[0]
-
-
-def _files(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def _group_is_gone(pgid: int, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,7 +141,7 @@ def _check_lost_lock(run: dict, prefix: Path, published: dict, small: Path) -> N
     assert line.endswith("nothing more was published into it: run the same command again once the other has "
                          "finished"), line
     assert run["still_ours"], "the run that lost the lock removed its new holder's lock"
-    assert _group_is_gone(run["pgid"]), "an encoding worker outlived the run"
+    assert group_is_gone(run["pgid"]), "an encoding worker outlived the run"
     assert _set_files(prefix) == published  # the previous set, byte for byte: nothing was published over it
     assert not list(prefix.parent.glob("*.tmp-*")), sorted(p.name for p in prefix.parent.iterdir())
     assert _up_to_date(small, prefix)
@@ -283,13 +269,13 @@ def test_alia_report_that_cannot_write_its_output_exits_1_in_one_line(run_dir, u
     docs/observability.md. One line naming the output directory and what to do, no traceback;
     no report.md (nor a temporary file) written, the run directory as it was."""
     out, preexec = unwritable
-    before = _files(run_dir)
+    before = files_of(run_dir)
     proc = _run([cli("alia-report"), run_dir, "--out", out], preexec_fn=preexec)
     assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
     line = _one_error_line(proc, "alia-report")
     assert line.startswith(f"alia-report: error: cannot write the report to {out}"), line
     assert "choose another --out DIR" in line, line
-    assert _files(run_dir) == before
+    assert files_of(run_dir) == before
     if out.is_dir():
         assert not (out / "report.md").exists() and not list(out.glob("*.tmp-*")), sorted(out.iterdir())
 
@@ -308,12 +294,12 @@ def test_alia_report_on_a_bad_run_directory_is_one_line_exit_2(run_dir, tmp_path
              (torn, f"{torn}/metrics.jsonl: no complete record yet"),
              (evals_unreadable, f"cannot read {evals_unreadable}/evals.jsonl: Is a directory")]
     for run, says in cases:
-        before = _files(run) if run.exists() else None
+        before = files_of(run) if run.exists() else None
         proc = _run([cli("alia-report"), run])
         assert proc.returncode == EXIT_CONFIG, (run, proc.stdout + proc.stderr)
         line = _one_error_line(proc, "alia-report")
         assert line.startswith(f"alia-report: error: {says}"), line
-        assert (_files(run) if run.exists() else None) == before, run
+        assert (files_of(run) if run.exists() else None) == before, run
 
 
 def test_alia_report_skips_a_damaged_line_and_reports_the_rest_unchanged(run_dir, tmp_path):
@@ -332,7 +318,7 @@ def test_alia_report_skips_a_damaged_line_and_reports_the_rest_unchanged(run_dir
     metrics.write_text("".join(lines))
     damaged = _run([cli("alia-report"), run, "--out", tmp_path / "damaged"])
     assert damaged.returncode == EXIT_OK and damaged.stderr == "", damaged.stderr
-    assert _files(tmp_path / "damaged") == _files(tmp_path / "clean")
+    assert files_of(tmp_path / "damaged") == files_of(tmp_path / "clean")
 
 
 # ------------------------------------------------------------------------------------------
