@@ -66,6 +66,8 @@ RUN_TIME_FAILURES = [
     (["data.split='0,100,0'"], 1, False, "data.split", "nothing to train on"),
     (["train.eval_interval=5", "data.split='100,0,0'"], 1, False, "train.eval_interval", "no validation part"),
     (["train.seed=-1"], 1, False, "train.seed", "must be in 0..2147483647"),
+    (["run.dir="], 1, False, "run.dir", "is empty; give a path"),
+    (["data.cache_dir="], 1, False, "data.cache_dir", "is empty; give a path"),
     (["data.tokenizer="], 1, False, "data.tokenizer", "is empty; give a path (or null)"),
     (["checkpoint.load="], 1, False, "checkpoint.load", "is empty; give a path (or null)"),
     (["cluster.peak_tflops=0"], 1, False, "cluster.peak_tflops", "must be > 0"),

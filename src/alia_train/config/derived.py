@@ -37,6 +37,14 @@ def interleave(vpp: int | None) -> int:
     return vpp or 1
 
 
+def lr_schedule_steps(cfg: Config) -> tuple[int, int]:
+    """(warmup, decay) steps of the LR schedule: it spans optim.decay_steps, or train.steps when
+    that is null, and the warmup is shortened to leave at least one step of decay (a run
+    shorter than its warmup; validation refuses an explicit decay_steps that cannot hold it)."""
+    decay = cfg.optim.decay_steps or cfg.train.steps
+    return (min(cfg.optim.warmup_steps, decay - 1) if decay > 1 else 0), decay
+
+
 def virtual_pipeline_size(vpp: int | None) -> int | None:
     """What megatron-core takes as virtual_pipeline_model_parallel_size: None unless interleaved."""
     return vpp if vpp and vpp > 1 else None

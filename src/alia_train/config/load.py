@@ -280,17 +280,15 @@ def _all_keys(schema=Config, prefix: str = "") -> list[str]:
 
 
 def _absolutize_paths(cfg: Config) -> None:
-    # Relative paths mean "relative to where the command was started", for every rank alike.
-    # An empty one would silently mean that directory itself (config/validate.py says the rest).
-    for key, value in (("run.dir", cfg.run.dir), ("data.cache_dir", cfg.data.cache_dir)):
-        if not str(value).strip():
-            raise ConfigError(f"{key}: is empty; give a path")
-    cfg.run.dir = os.path.abspath(cfg.run.dir)
-    cfg.data.cache_dir = os.path.abspath(cfg.data.cache_dir)
-    if cfg.data.tokenizer:
-        cfg.data.tokenizer = os.path.abspath(cfg.data.tokenizer)
-    if cfg.checkpoint.load:
-        cfg.checkpoint.load = os.path.abspath(cfg.checkpoint.load)
+    # Relative paths mean "relative to where the command was started", for every rank alike. A
+    # blank one stays blank (abspath would make it that directory): config/validate.py refuses it.
+    def absolute(path: str | None) -> str | None:
+        return os.path.abspath(path) if path and path.strip() else path
+
+    cfg.run.dir = absolute(cfg.run.dir)
+    cfg.data.cache_dir = absolute(cfg.data.cache_dir)
+    cfg.data.tokenizer = absolute(cfg.data.tokenizer)
+    cfg.checkpoint.load = absolute(cfg.checkpoint.load)
 
 
 def _one_line(e: Exception) -> str:

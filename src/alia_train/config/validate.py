@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import alia_train.config.messages as messages
-from alia_train.config.derived import uses_cuda
+from alia_train.config.derived import lr_schedule_steps, uses_cuda
 from alia_train.config.layout_rules import ParallelSplit, layout_problems
 from alia_train.config.load import ConfigError, available_models
 from alia_train.config.schema import ClusterConfig, Config, DecayStyle, Device, LayerImpl
@@ -135,13 +135,14 @@ def optimizer_value_problems(cfg: Config) -> list[str]:
 def wsd_problems(cfg: Config) -> list[str]:
     """optim.wsd_decay_steps: needed by decay_style=wsd, inside the steps after warmup, and
     nowhere else (a model file's decay_style wins over an optim group such as optim=anneal)."""
-    opt, steps = cfg.optim, cfg.optim.decay_steps or cfg.train.steps
+    opt = cfg.optim
+    warmup, steps = lr_schedule_steps(cfg)
     if opt.decay_style != DecayStyle.wsd:
         if opt.wsd_decay_steps is None:
             return []
         return [f"optim.wsd_decay_steps: used only with optim.decay_style=wsd, and decay_style is "
                 f"{opt.decay_style}; set optim.decay_style=wsd (a model file's decay_style wins over optim=...)"]
-    after_warmup = steps - min(opt.warmup_steps, steps - 1)  # as training/optimizer.py clamps warmup
+    after_warmup = steps - warmup
     if opt.wsd_decay_steps is None:
         return [f"optim.wsd_decay_steps: needed with optim.decay_style=wsd (the steps of the final decay), "
                 f"e.g. optim.wsd_decay_steps={max(1, steps // 5)}"]

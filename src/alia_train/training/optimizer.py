@@ -8,6 +8,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from alia_train.checkpoint.resume_rules import WSD, WSD_DECAY, wsd_decay_follows
+from alia_train.config.derived import lr_schedule_steps
 from alia_train.config.schema import Config, DecayStyle
 
 
@@ -59,14 +60,14 @@ def build_optimizer(cfg: Config, model: list[DistributedDataParallel], dtype: to
 def build_scheduler(cfg: Config, optimizer) -> LRSchedule:
     """The LR (and weight-decay) schedule of `optimizer`, in optimizer steps."""
     opt = cfg.optim
-    decay_steps = opt.decay_steps or cfg.train.steps
+    warmup_steps, decay_steps = lr_schedule_steps(cfg)
     wsd = opt.decay_style == DecayStyle.wsd
     return LRSchedule(
         optimizer,
         init_lr=0.0,
         max_lr=opt.lr,
         min_lr=opt.min_lr,
-        lr_warmup_steps=min(opt.warmup_steps, decay_steps - 1) if decay_steps > 1 else 0,
+        lr_warmup_steps=warmup_steps,
         lr_decay_steps=decay_steps,
         lr_decay_style=WSD if wsd else str(opt.decay_style),  # plain str: megatron stores it in the checkpoint
         start_wd=opt.weight_decay,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 
+from alia_train.config.derived import lr_schedule_steps
 from alia_train.config.schema import Config
 from alia_train.parallel.launch_env import LaunchEnv
 from alia_train.training.errors import RunError
@@ -129,11 +130,11 @@ def _announce(cfg: Config, launch: LaunchEnv, rt) -> None:
 
 def warmup_note(cfg: Config) -> str | None:
     """Said when a short run (optim.decay_steps null: train.steps) cannot hold the warmup: it is
-    shortened (training/optimizer.py), which a quick `train.steps=20` try should not refuse."""
-    opt, steps = cfg.optim, cfg.train.steps
-    if opt.decay_steps is None and steps > 1 and opt.warmup_steps >= steps:
-        return (f"note: optim.warmup_steps {opt.warmup_steps} >= train.steps {steps}: warming up over "
-                f"{steps - 1} steps (set optim.warmup_steps or optim.decay_steps to choose)")
+    shortened (config/derived.py), which a quick `train.steps=20` try should not refuse."""
+    warmup, steps = lr_schedule_steps(cfg)
+    if warmup < cfg.optim.warmup_steps:
+        return (f"note: optim.warmup_steps {cfg.optim.warmup_steps} >= train.steps {steps}: warming up over "
+                f"{warmup} steps (set optim.warmup_steps or optim.decay_steps to choose)")
     return None
 
 
